@@ -1,0 +1,68 @@
+"""effv2birds: train, reproduce and study EfficientNetV2-S image classifiers.
+
+Importing the package is cheap and has no side effects: the public names below are loaded on
+first use (so ``effv2birds --help`` does not import torch).
+
+>>> from effv2birds import TrainConfig
+>>> TrainConfig().image_size
+32
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # configuration
+    "TrainConfig": "effv2birds.config",
+    "ProgressiveConfig": "effv2birds.config",
+    "ConfigError": "effv2birds.config",
+    # models
+    "build_model": "effv2birds.models",
+    "list_variants": "effv2birds.models",
+    "list_models": "effv2birds.models",
+    "get_transforms": "effv2birds.models",
+    "model_facts": "effv2birds.models",
+    "ModelTransforms": "effv2birds.models",
+    "WeightsError": "effv2birds.models",
+    "WeightsNotFoundError": "effv2birds.models",
+    # data
+    "load_image_dataset": "effv2birds.data",
+    "cache_split": "effv2birds.data",
+    "CachedSplit": "effv2birds.data",
+    "make_loader": "effv2birds.data",
+    "BatchAugment": "effv2birds.data",
+    "DataError": "effv2birds.data",
+    # training and inference
+    "train": "effv2birds.training",
+    "TrainResult": "effv2birds.training",
+    "load_trained": "effv2birds.training",
+    "Predictor": "effv2birds.training",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'effv2birds' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig
+    from effv2birds.data import BatchAugment, CachedSplit, DataError, cache_split, load_image_dataset, make_loader
+    from effv2birds.models import (ModelTransforms, WeightsError, WeightsNotFoundError, build_model,
+                                   get_transforms, list_models, list_variants, model_facts)
+    from effv2birds.training import Predictor, TrainResult, load_trained, train

@@ -1,0 +1,362 @@
+"""The one source of configuration: frozen, validated dataclasses.
+
+Precedence, lowest to highest: field defaults < a ``--preset`` (examples) < a TOML config file <
+command-line flags / keyword overrides. Every run saves the resolved config (``config.json``
+and ``config.toml``) in its run directory, so ``TrainConfig.from_file(run_dir / "config.toml")``
+rebuilds it exactly.
+
+>>> from effv2birds import TrainConfig
+>>> cfg = TrainConfig(data="synthetic", image_size=32, epochs=2)
+>>> cfg.replace(epochs=3).epochs
+3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+__all__ = ["ConfigError", "ProgressiveConfig", "TrainConfig", "PROGRESSIVE_PRESETS"]
+
+
+class ConfigError(ValueError):
+    """A config field has a value that is not allowed; the message names field, value and choices."""
+
+
+def _bad(cls: type, name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{cls.__name__}.{name}={value!r} is not valid: {allowed}")
+
+
+def _check_literals(obj: Any) -> None:
+    """Validate every ``Literal[...]`` field against its allowed values."""
+    hints = get_type_hints(type(obj))
+    for f in fields(obj):
+        hint = hints[f.name]
+        options = [a for a in get_args(hint)] if get_origin(hint) is Literal else None
+        if options is None:
+            # Optional[Literal[...]] written as "Literal[...] | None"
+            for arg in get_args(hint):
+                if get_origin(arg) is Literal:
+                    options = list(get_args(arg)) + [None]
+        if options is not None and getattr(obj, f.name) not in options:
+            allowed = ", ".join(repr(o) for o in options)
+            raise _bad(type(obj), f.name, getattr(obj, f.name), f"choose one of {allowed}")
+
+
+def _positive(obj: Any, *names: str, allow_none: bool = False, allow_zero: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None and allow_none:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value >= 0 if allow_zero else value > 0)
+        if not ok:
+            what = "a number >= 0" if allow_zero else "a number > 0"
+            raise _bad(type(obj), name, value, what + (" or None" if allow_none else ""))
+
+
+def _fraction(obj: Any, *names: str, top: float = 1.0) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < top:
+            raise _bad(type(obj), name, value, f"a number in [0, {top:g})")
+
+
+def _coerce(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Reject unknown keys with a helpful list; turn TOML lists into tuples."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}"
+        )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+# The paper's Table 6 (EfficientNetV2-S on ImageNet) and a low-resolution preset for this study's
+# 32-128 px photos. ``None`` in a preset means "keep the TrainConfig value".
+PROGRESSIVE_PRESETS: dict[str, dict[str, Any]] = {
+    "paper-s": dict(
+        stages=4, size_start=128, size_end=300, randaug_start=5, randaug_end=15,
+        mixup_start=0.0, mixup_end=0.0, dropout_start=0.1, dropout_end=0.3, eval_size=384,
+    ),
+    "low-res": dict(
+        stages=4, size_start=32, size_end=128, randaug_start=5, randaug_end=15,
+        mixup_start=0.0, mixup_end=0.0, dropout_start=0.1, dropout_end=0.3, eval_size=128,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ProgressiveConfig:
+    """Progressive learning (EfficientNetV2, Sec. 4): image size and regularization grow together.
+
+    Training is cut into ``stages`` of equal length; in stage ``i`` of ``M`` each value is
+    ``start + (end - start) * i / (M - 1)``. ``stages=0`` turns progressive learning off.
+
+    >>> ProgressiveConfig.from_preset("paper-s").size_end
+    300
+    """
+
+    stages: int = 0
+    size_start: int = 128
+    size_end: int = 300
+    randaug_start: float = 5.0
+    randaug_end: float = 15.0
+    mixup_start: float = 0.0
+    mixup_end: float = 0.0
+    dropout_start: float = 0.1
+    dropout_end: float = 0.3
+    stochastic_depth_start: float | None = None
+    stochastic_depth_end: float | None = None
+    eval_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stages, int) or self.stages < 0 or self.stages == 1:
+            raise _bad(type(self), "stages", self.stages, "0 (off) or an integer >= 2")
+        _positive(self, "size_start", "size_end")
+        _positive(self, "eval_size", allow_none=True)
+        _positive(self, "randaug_start", "randaug_end", "mixup_start", "mixup_end", allow_zero=True)
+        _fraction(self, "dropout_start", "dropout_end")
+        if (self.stochastic_depth_start is None) != (self.stochastic_depth_end is None):
+            raise ConfigError(
+                "ProgressiveConfig.stochastic_depth_start and stochastic_depth_end must be given together "
+                f"(got {self.stochastic_depth_start!r} and {self.stochastic_depth_end!r})"
+            )
+        if self.stochastic_depth_start is not None:
+            _fraction(self, "stochastic_depth_start", "stochastic_depth_end")
+
+    @property
+    def enabled(self) -> bool:
+        return self.stages >= 2
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ProgressiveConfig":
+        if name not in PROGRESSIVE_PRESETS:
+            raise ConfigError(
+                f"progressive preset {name!r} is unknown; choose one of {', '.join(PROGRESSIVE_PRESETS)}"
+            )
+        return cls(**{**PROGRESSIVE_PRESETS[name], **overrides})
+
+
+Optimizer = Literal["adamw", "adam", "sgd", "rmsprop"]
+Schedule = Literal["cosine", "step", "plateau", "constant"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs. Field groups: data, augmentation, model, optimisation,
+    stopping, devices, records.
+
+    >>> TrainConfig(image_size=0)
+    Traceback (most recent call last):
+    ...
+    effv2birds.config.ConfigError: TrainConfig.image_size=0 is not valid: a number > 0
+    """
+
+    # --- data --------------------------------------------------------------------------------
+    data: str = "synthetic"  # folder, hub id, "synthetic" (a saved DatasetDict dir also works)
+    image_column: str | None = None
+    label_column: str | None = None
+    per_class: int | None = None  # keep N training photos per class (the study: 100)
+    max_samples: int | None = None  # cap every split, for quick runs
+    val_fraction: float = 0.1  # carved from train, stratified, when the source has no validation split
+    test_fraction: float = 0.1  # carved from train when the source has no test split
+    synthetic_size: int = 2000  # images in the built-in synthetic train split
+    image_size: int = 32  # training resolution (pixels, square)
+    eval_image_size: int | None = None  # None: same as image_size
+    resize: Literal["resize", "resize_crop"] = "resize"  # study: plain resize
+    normalize: bool = True  # study: False (only scaled to [0,1])
+    cache_dir: str | None = None  # None: the datasets cache
+    num_proc: int | None = None  # processes for the one-time cache build
+    data_on_device: Literal["auto", "yes", "no"] = "auto"  # keep the cached train set on the GPU
+
+    # --- augmentation (batch-wise on uint8, on the training device) -------------------------
+    random_crop: Literal["none", "pad", "resized"] = "pad"
+    crop_padding: int = 4  # pixels, for random_crop="pad" (scaled with image size / 32)
+    crop_scale_min: float = 0.35  # for random_crop="resized"
+    hflip: bool = True
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"
+    randaug_magnitude: float = 9.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    label_smoothing: float = 0.1
+
+    # --- model -------------------------------------------------------------------------------
+    model: str = "efficientnet_v2_s"
+    backend: Literal["torchvision", "timm"] = "torchvision"
+    variant: str = "default"
+    pretrained: bool = False
+    weights: str | None = None  # a local weights file; implies pretrained
+    dropout: float | None = None  # classifier dropout; None: the model's default (0.2)
+    stochastic_depth: float | None = None  # drop-path rate; None: the model's default (0.2)
+    width_multiplier: float = 1.0
+    depth_multiplier: float = 1.0
+    freeze_backbone: bool = False  # linear probe: train only the classifier head
+
+    # --- optimisation ------------------------------------------------------------------------
+    optimizer: Optimizer = "adamw"
+    lr: float = 2e-3
+    lr_scaling: Literal["none", "linear"] = "none"  # "linear": lr is per 256 images, x global_batch/256
+    weight_decay: float = 0.05  # never applied to norm and bias parameters
+    momentum: float = 0.9  # sgd, rmsprop
+    nesterov: bool = True  # sgd
+    schedule: Schedule = "cosine"
+    warmup_epochs: float = 2.0
+    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
+    step_epochs: int = 30  # schedule="step": multiply lr by step_gamma every step_epochs
+    step_gamma: float = 0.1
+    plateau_patience: int = 10  # schedule="plateau": epochs without val improvement
+    plateau_factor: float = 0.1
+    batch_size: int = 128  # per process
+    grad_accum_steps: int = 1
+    grad_clip: float | None = None  # max global grad norm
+    ema_decay: float | None = None  # e.g. 0.999: evaluate an EMA of the weights
+
+    # --- stopping (the study: epochs=350, min_epochs=150, early_stop_patience=50) -------------
+    epochs: int = 30
+    min_epochs: int = 0
+    early_stop_patience: int | None = None
+    max_steps: int | None = None  # stop after this many optimizer steps (quick runs, tests)
+
+    # --- devices -----------------------------------------------------------------------------
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    cpu: bool = False  # force CPU (and a gloo group under `accelerate launch`)
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    sync_bn: bool = False
+    max_nonfinite_steps: int = 5  # stop after this many non-finite losses in a row
+    seed: int = 0
+
+    # --- records -----------------------------------------------------------------------------
+    output_dir: str = "runs/default"
+    eval_every_epochs: int = 1
+    checkpoint_every_epochs: int | None = 1
+    checkpoint_every_steps: int | None = None
+    keep_last: int = 2
+    resume: str | None = None  # a checkpoint dir, or "latest"
+    log_with: Literal["auto", "tensorboard", "none"] = "auto"
+    log_every_steps: int = 10
+    progress_bar: bool = True
+
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.progressive, dict):
+            object.__setattr__(self, "progressive", ProgressiveConfig(**_coerce(ProgressiveConfig, self.progressive)))
+        _check_literals(self)
+        if not isinstance(self.data, str) or not self.data:
+            raise _bad(type(self), "data", self.data, "a folder path, a hub data set id or 'synthetic'")
+        _positive(self, "image_size", "synthetic_size", "batch_size", "grad_accum_steps", "epochs",
+                  "eval_every_epochs", "keep_last", "log_every_steps", "max_nonfinite_steps", "lr")
+        _positive(self, "eval_image_size", "per_class", "max_samples", "num_proc", "grad_clip",
+                  "early_stop_patience", "max_steps", "checkpoint_every_epochs", "checkpoint_every_steps",
+                  allow_none=True)
+        _positive(self, "weight_decay", "warmup_epochs", "crop_padding", "randaug_magnitude", "mixup_alpha",
+                  "cutmix_alpha", "min_epochs", "momentum", "width_multiplier", "depth_multiplier",
+                  "step_epochs", "step_gamma", "plateau_patience", "plateau_factor", allow_zero=True)
+        _positive(self, "width_multiplier", "depth_multiplier", "step_epochs", "plateau_patience")
+        _fraction(self, "val_fraction", "test_fraction", "label_smoothing", "min_lr_ratio")
+        _fraction(self, "crop_scale_min", top=1.0 + 1e-9)
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"TrainConfig.val_fraction + test_fraction = {self.val_fraction + self.test_fraction} "
+                "must be < 1 so that training data remains"
+            )
+        for name in ("dropout", "stochastic_depth"):
+            if getattr(self, name) is not None:
+                _fraction(self, name)
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise _bad(type(self), "ema_decay", self.ema_decay, "a number in (0, 1), e.g. 0.999, or None")
+        if self.min_epochs > self.epochs:
+            raise ConfigError(
+                f"TrainConfig.min_epochs={self.min_epochs} is larger than epochs={self.epochs}; "
+                "min_epochs must be <= epochs"
+            )
+        if self.freeze_backbone and not (self.pretrained or self.weights):
+            raise ConfigError(
+                "TrainConfig.freeze_backbone=True needs pretrained=True or weights=FILE: "
+                "a linear probe on a random backbone learns nothing useful"
+            )
+        if self.mixed_precision == "fp16" and self.cpu:
+            raise ConfigError("TrainConfig.mixed_precision='fp16' needs a GPU; on CPU use 'bf16' or 'no'")
+
+    # --- derived values ------------------------------------------------------------------------
+    @property
+    def eval_size(self) -> int:
+        """Resolution for validation/test: eval_image_size, else the progressive eval size, else image_size."""
+        if self.eval_image_size is not None:
+            return self.eval_image_size
+        if self.progressive.enabled and self.progressive.eval_size is not None:
+            return self.progressive.eval_size
+        return self.image_size
+
+    # --- conversion ----------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """TOML text that ``from_file`` reads back to an equal config (None values are omitted)."""
+        flat = {k: v for k, v in self.to_dict().items() if k != "progressive"}
+        lines = [f"{k} = {_toml_value(v)}" for k, v in flat.items() if v is not None]
+        prog = {k: v for k, v in self.to_dict()["progressive"].items() if v is not None}
+        lines += ["", "[progressive]"] + [f"{k} = {_toml_value(v)}" for k, v in prog.items()]
+        return "\n".join(lines) + "\n"
+
+    def save(self, directory: str | Path) -> None:
+        """Write config.json and config.toml into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        (directory / "config.toml").write_text(self.to_toml())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        prog = data.pop("progressive", None)
+        if isinstance(prog, str):
+            prog = ProgressiveConfig.from_preset(prog)
+        elif isinstance(prog, dict):
+            preset = prog.pop("preset", None)
+            prog = (ProgressiveConfig.from_preset(preset, **_coerce(ProgressiveConfig, prog)) if preset
+                    else ProgressiveConfig(**_coerce(ProgressiveConfig, prog)))
+        kwargs = _coerce(cls, data)
+        if prog is not None:
+            kwargs["progressive"] = prog
+        return cls(**kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        """Read a TOML (or JSON) config; keyword overrides win over the file.
+
+        A ``[progressive]`` table may name ``preset = "paper-s"`` and override single values.
+        """
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass the path of a .toml or .json file")
+        text = path.read_text()
+        try:
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"config file {path} could not be parsed: {exc}") from exc
+        data.update(overrides)
+        return cls.from_dict(data)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))

@@ -1,0 +1,96 @@
+"""The configuration dataclasses: validation messages, file round trips, precedence."""
+
+import doctest
+import json
+import subprocess
+import sys
+
+import pytest
+
+import effv2birds.config as config_module
+from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(config_module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(image_size=0), ["image_size", "0", "> 0"]),
+        (dict(optimizer="lamb"), ["optimizer", "lamb", "adamw", "sgd"]),
+        (dict(mixed_precision="fp8"), ["mixed_precision", "fp8", "bf16"]),
+        (dict(val_fraction=0.6, test_fraction=0.5), ["val_fraction", "test_fraction", "< 1"]),
+        (dict(label_smoothing=1.5), ["label_smoothing", "1.5", "[0, 1)"]),
+        (dict(min_epochs=10, epochs=5), ["min_epochs", "epochs"]),
+        (dict(freeze_backbone=True), ["freeze_backbone", "pretrained"]),
+        (dict(ema_decay=1.0), ["ema_decay", "(0, 1)"]),
+        (dict(lr=float("nan")), ["lr", "nan"]),
+        (dict(batch_size=True), ["batch_size", "True"]),
+    ],
+)
+def test_bad_values_name_field_value_and_choices(kwargs, words):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_progressive_validation_and_presets():
+    with pytest.raises(ConfigError, match="stages"):
+        ProgressiveConfig(stages=1)
+    with pytest.raises(ConfigError, match="stochastic_depth_start"):
+        ProgressiveConfig(stages=4, stochastic_depth_start=0.1)
+    with pytest.raises(ConfigError, match="paper-s"):
+        ProgressiveConfig.from_preset("nope")
+    paper = ProgressiveConfig.from_preset("paper-s")
+    assert (paper.stages, paper.size_start, paper.size_end, paper.randaug_end, paper.eval_size) == (4, 128, 300, 15, 384)
+    assert not ProgressiveConfig().enabled and paper.enabled
+
+
+def test_eval_size_precedence():
+    assert TrainConfig(image_size=64).eval_size == 64
+    prog = ProgressiveConfig.from_preset("low-res")
+    assert TrainConfig(image_size=64, progressive=prog).eval_size == 128
+    assert TrainConfig(image_size=64, progressive=prog, eval_image_size=96).eval_size == 96
+
+
+def test_toml_and_json_round_trip(tmp_path):
+    cfg = TrainConfig(data="x", image_size=128, grad_clip=1.0, progressive=ProgressiveConfig.from_preset("paper-s"))
+    cfg.save(tmp_path)
+    assert TrainConfig.from_file(tmp_path / "config.toml") == cfg
+    assert TrainConfig.from_file(tmp_path / "config.json") == cfg
+    assert json.loads((tmp_path / "config.json").read_text())["progressive"]["size_end"] == 300
+
+
+def test_file_then_overrides_precedence(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('epochs = 7\nlr = 0.01\n[progressive]\npreset = "low-res"\nsize_end = 96\n')
+    cfg = TrainConfig.from_file(path, lr=0.5)
+    assert (cfg.epochs, cfg.lr) == (7, 0.5)
+    assert cfg.progressive.size_start == 32 and cfg.progressive.size_end == 96
+
+
+def test_unknown_keys_and_bad_files_are_named(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("epochz = 3\n")
+    with pytest.raises(ConfigError, match="epochz"):
+        TrainConfig.from_file(path)
+    path.write_text("epochs = = 3\n")
+    with pytest.raises(ConfigError, match="could not be parsed"):
+        TrainConfig.from_file(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        TrainConfig.from_file(tmp_path / "missing.toml")
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        TrainConfig().epochs = 3  # type: ignore[misc]
+
+
+def test_import_has_no_heavy_side_effects():
+    code = "import sys, effv2birds; from effv2birds import TrainConfig; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
