@@ -30,6 +30,10 @@ _EXPORTS: dict[str, str] = {
     "ModelTransforms": "effv2birds.models",
     "WeightsError": "effv2birds.models",
     "WeightsNotFoundError": "effv2birds.models",
+    "ModelConfigError": "effv2birds.models",
+    "ModelFacts": "effv2birds.models",
+    "get_classifier": "effv2birds.models",
+    "set_regularization": "effv2birds.models",
     # data
     "load_image_dataset": "effv2birds.data",
     "cache_split": "effv2birds.data",
@@ -37,11 +41,17 @@ _EXPORTS: dict[str, str] = {
     "make_loader": "effv2birds.data",
     "BatchAugment": "effv2birds.data",
     "DataError": "effv2birds.data",
+    "to_model_input": "effv2birds.data",
+    "skipped_files": "effv2birds.data",
     # training and inference
     "train": "effv2birds.training",
     "TrainResult": "effv2birds.training",
     "load_trained": "effv2birds.training",
     "Predictor": "effv2birds.training",
+    # the reproduction study
+    "plan_runs": "effv2birds.study",
+    "run_planned": "effv2birds.study",
+    "write_report": "effv2birds.study",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -62,7 +72,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig
-    from effv2birds.data import BatchAugment, CachedSplit, DataError, cache_split, load_image_dataset, make_loader
-    from effv2birds.models import (ModelTransforms, WeightsError, WeightsNotFoundError, build_model,
-                                   get_transforms, list_models, list_variants, model_facts)
+    from effv2birds.data import (BatchAugment, CachedSplit, DataError, cache_split, load_image_dataset, make_loader,
+                                 skipped_files, to_model_input)
+    from effv2birds.models import (ModelConfigError, ModelFacts, ModelTransforms, WeightsError, WeightsNotFoundError,
+                                   build_model, get_classifier, get_transforms, list_models, list_variants,
+                                   model_facts, set_regularization)
+    from effv2birds.study import plan_runs, run_planned, write_report
     from effv2birds.training import Predictor, TrainResult, load_trained, train

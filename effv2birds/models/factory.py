@@ -1,0 +1,341 @@
+"""``build_model``: EfficientNetV2-S (and the study's variants) from torchvision or timm, one interface.
+
+>>> from effv2birds.models import build_model
+>>> model = build_model(num_classes=25, depth_multiplier=0.1)
+>>> model(torch.zeros(2, 3, 32, 32)).shape
+torch.Size([2, 25])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelConfigError
+from .variants import check_multipliers, stem_channels, timm_arch_def, torchvision_setting, variant_stages
+
+__all__ = ["ModelSpec", "build_model", "list_models", "resolve_model_name", "get_classifier",
+           "set_regularization", "unwrap_model", "DEFAULT_DROPOUT", "DEFAULT_STOCHASTIC_DEPTH"]
+
+TORCHVISION_ARCHS = ("efficientnet_v2_s",)
+TIMM_ARCHS = ("efficientnetv2_s", "tf_efficientnetv2_s", "efficientnetv2_rw_s")
+# timm archs that share efficientnetv2_s's stage table, so the study's variants apply to them
+_TIMM_VARIANT_ARCHS = ("efficientnetv2_s", "tf_efficientnetv2_s")
+BACKENDS = ("torchvision", "timm")
+# torchvision's efficientnet_v2_s defaults; used for timm too so that the keywords mean the same thing
+DEFAULT_DROPOUT = 0.2
+DEFAULT_STOCHASTIC_DEPTH = 0.2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model name: backend, architecture and (timm only) pretrained tag.
+
+    >>> resolve_model_name("timm:tf_efficientnetv2_s.in21k_ft_in1k")
+    ModelSpec(backend='timm', arch='tf_efficientnetv2_s', tag='in21k_ft_in1k')
+    """
+
+    backend: str
+    arch: str
+    tag: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The name with its tag, as timm writes it (``arch.tag``)."""
+        return f"{self.arch}.{self.tag}" if self.tag else self.arch
+
+
+def list_models(pretrained: bool = False) -> list[str]:
+    """Model names ``build_model`` accepts (``pretrained=True``: only those with ImageNet weights).
+
+    >>> list_models()[:2]
+    ['efficientnet_v2_s', 'timm:efficientnetv2_s']
+    """
+    if not pretrained:
+        return list(TORCHVISION_ARCHS) + [f"timm:{a}" for a in TIMM_ARCHS]
+    import timm
+
+    tagged = sorted({n for a in TIMM_ARCHS for n in timm.list_pretrained(f"{a}.*")})
+    return list(TORCHVISION_ARCHS) + [f"timm:{n}" for n in tagged]
+
+
+def resolve_model_name(name: str = "efficientnet_v2_s", backend: str = "torchvision") -> ModelSpec:
+    """Turn a user-facing name (+ backend) into a ModelSpec; raise ModelConfigError naming the choices.
+
+    timm names (``efficientnetv2_s``, ``tf_efficientnetv2_s``, ``efficientnetv2_rw_s``, with or
+    without ``timm:`` and a ``.tag``) select the timm backend by themselves;
+    ``"efficientnet_v2_s"`` with ``backend="timm"`` means timm's ``efficientnetv2_s``.
+
+    >>> resolve_model_name("efficientnet_v2_s", backend="timm").arch
+    'efficientnetv2_s'
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ModelConfigError(f"model name {name!r} is not valid; choose one of {', '.join(list_models())}")
+    if backend not in BACKENDS:
+        raise ModelConfigError(f"backend={backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
+    text = name.strip()
+    if text.lower().startswith("timm:"):
+        backend, text = "timm", text[5:]
+    arch, _, tag = text.partition(".")
+    tag = tag or None
+    if arch in TIMM_ARCHS:
+        backend = "timm"
+    elif arch in TORCHVISION_ARCHS:
+        if backend == "timm":
+            arch = "efficientnetv2_s"
+    else:
+        raise ModelConfigError(
+            f"unknown model {name!r}; choose one of {', '.join(list_models())} "
+            "(timm names may carry a pretrained tag, e.g. 'tf_efficientnetv2_s.in21k_ft_in1k')"
+        )
+    if tag is not None:
+        if backend != "timm":
+            raise ModelConfigError(
+                f"model {name!r}: pretrained tags are a timm feature; torchvision's efficientnet_v2_s has one "
+                "weight set (IMAGENET1K_V1): use name='efficientnet_v2_s' with pretrained=True"
+            )
+        import timm
+
+        known = timm.list_pretrained(f"{arch}.*")
+        if f"{arch}.{tag}" not in known:
+            raise ModelConfigError(
+                f"model {name!r}: timm has no pretrained tag {tag!r} for {arch}; "
+                f"choose one of {', '.join(known) or '(none: this architecture has no pretrained weights)'}"
+            )
+    return ModelSpec(backend, arch, tag)
+
+
+def _check_rate(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ModelConfigError(f"{name}={value!r} is not valid: use a probability in [0, 1), e.g. 0.2")
+
+
+def _check_int(name: str, value: Any, lowest: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        raise ModelConfigError(f"{name}={value!r} is not valid: use an integer >= {lowest}")
+
+
+def build_model(
+    name: str = "efficientnet_v2_s",
+    *,
+    backend: str = "torchvision",
+    num_classes: int = 1000,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
+    variant: str = "default",
+    dropout: float | None = None,
+    stochastic_depth: float | None = None,
+    in_chans: int = 3,
+    width_multiplier: float = 1.0,
+    depth_multiplier: float = 1.0,
+) -> nn.Module:
+    """Build EfficientNetV2-S (or a study variant) from torchvision or timm.
+
+    Args:
+        name: ``"efficientnet_v2_s"`` or a timm name (see ``list_models()``).
+        backend: ``"torchvision"`` (default) or ``"timm"``; timm names pick timm by themselves.
+        num_classes: classifier outputs. With pretrained weights and ``num_classes != 1000`` the
+            backbone is loaded and a fresh head is created.
+        pretrained: load ImageNet weights (from the local caches, else downloaded).
+        weights: a local weights file (torchvision ``.pth`` or timm ``.safetensors``/``.pth``, or
+            one saved from a model built here, of any variant); implies ``pretrained``.
+        variant: one of ``list_variants()``.
+        dropout: classifier dropout; None = 0.2 on both backends.
+        stochastic_depth: drop-path rate of the last block (linear in depth); None = 0.2.
+        in_chans: input channels (1 for grey images; pretrained stem weights are summed over RGB).
+        width_multiplier, depth_multiplier: scale channels (rounded to multiples of 8) and
+            layers per stage (rounded up), as torchvision/timm do for the EfficientNet family.
+
+    >>> m = build_model(backend="timm", num_classes=10, variant="all_fused", depth_multiplier=0.1)
+    >>> m(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+    spec = resolve_model_name(name, backend)
+    variant_stages(variant)  # validates the name
+    check_multipliers(width_multiplier, depth_multiplier)
+    _check_int("num_classes", num_classes, 1)
+    _check_int("in_chans", in_chans, 1)
+    _check_rate("dropout", dropout)
+    _check_rate("stochastic_depth", stochastic_depth)
+    dropout = DEFAULT_DROPOUT if dropout is None else float(dropout)
+    stochastic_depth = DEFAULT_STOCHASTIC_DEPTH if stochastic_depth is None else float(stochastic_depth)
+    use_weights = bool(pretrained) or weights is not None
+    if weights is None and pretrained and (variant != "default" or width_multiplier != 1.0 or depth_multiplier != 1.0):
+        # (a weights= file may hold any architecture, e.g. a trained variant; its shapes are checked on load)
+        raise ModelConfigError(
+            f"ImageNet weights exist only for variant='default' with width_multiplier=1.0 and "
+            f"depth_multiplier=1.0 (got variant={variant!r}, width_multiplier={width_multiplier}, "
+            f"depth_multiplier={depth_multiplier}); train this architecture from scratch (pretrained=False), "
+            "or pass weights=FILE saved from a model of this architecture"
+        )
+
+    weights_file = None
+    if use_weights:  # find the file first, so a missing file fails before the model is built
+        from .weights import resolve_weights_file
+
+        weights_file = resolve_weights_file(spec, weights)
+    if spec.backend == "torchvision":
+        model = _build_torchvision(variant, num_classes, dropout, stochastic_depth, in_chans,
+                                   width_multiplier, depth_multiplier)
+    else:
+        model = _build_timm(spec, variant, num_classes, dropout, stochastic_depth, in_chans,
+                            width_multiplier, depth_multiplier)
+    if weights_file is not None:
+        from .weights import fit_state_dict, read_state_dict
+
+        fit_state_dict(model, read_state_dict(weights_file), source=f"weights file {str(weights_file)!r}")
+    return model
+
+
+def _build_torchvision(variant, num_classes, dropout, stochastic_depth, in_chans, width, depth) -> nn.Module:
+    from torchvision.models.efficientnet import EfficientNet
+
+    setting, last_channel = torchvision_setting(variant, width, depth)
+    # the same norm layer as torchvision.models.efficientnet_v2_s
+    model = EfficientNet(setting, dropout, stochastic_depth_prob=stochastic_depth, num_classes=num_classes,
+                         norm_layer=partial(nn.BatchNorm2d, eps=1e-03), last_channel=last_channel)
+    if in_chans != 3:
+        # torchvision hard-codes an RGB stem; swap in the same conv for in_chans, initialised like the rest
+        old = model.features[0][0]
+        new = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+        nn.init.kaiming_normal_(new.weight, mode="fan_out")
+        model.features[0][0] = new
+    return model
+
+
+def _build_timm(spec, variant, num_classes, dropout, stochastic_depth, in_chans, width, depth) -> nn.Module:
+    import timm
+
+    common = dict(num_classes=num_classes, drop_rate=dropout, drop_path_rate=stochastic_depth, in_chans=in_chans)
+    if variant == "default":
+        return timm.create_model(spec.arch, pretrained=False, channel_multiplier=width, depth_multiplier=depth,
+                                 **common)
+    if spec.arch not in _TIMM_VARIANT_ARCHS:
+        raise ModelConfigError(
+            f"variant={variant!r} is defined on EfficientNetV2-S's stage table; timm's {spec.arch} has a different "
+            f"one, so it supports only variant='default'. Use the variants with 'efficientnet_v2_s' (torchvision), "
+            f"timm 'efficientnetv2_s' or 'tf_efficientnetv2_s'"
+        )
+    from timm.models._efficientnet_builder import (BN_EPS_TF_DEFAULT, decode_arch_def, resolve_act_layer,
+                                                   resolve_bn_args, round_channels)
+    from timm.models.efficientnet import _create_effnet
+
+    # mirrors timm's _gen_efficientnetv2_s and its tf_ registration, with the variant's arch_def
+    extra: dict[str, Any] = {}
+    if spec.arch.startswith("tf_"):
+        extra.update(bn_eps=BN_EPS_TF_DEFAULT, pad_type="same")
+    round_chs_fn = partial(round_channels, multiplier=width)
+    model_kwargs = dict(
+        block_args=decode_arch_def(timm_arch_def(variant), depth),
+        num_features=round_chs_fn(1280),
+        stem_size=stem_channels(variant),
+        round_chs_fn=round_chs_fn,
+        norm_layer=partial(nn.BatchNorm2d, **resolve_bn_args(extra)),
+        act_layer=resolve_act_layer(extra, "silu"),
+        **extra,
+        **common,
+    )
+    return _create_effnet(spec.arch, False, **model_kwargs)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP/``torch.compile``/accelerate wrappers."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            break
+    return model
+
+
+def _is_timm(model: nn.Module) -> bool:
+    return hasattr(model, "get_classifier") and hasattr(model, "conv_stem")
+
+
+def get_classifier(model: nn.Module) -> nn.Module:
+    """The final classification head (train only its parameters for a linear probe).
+
+    torchvision: ``model.classifier`` (Dropout + Linear); timm: its ``get_classifier()`` (Linear).
+
+    >>> head = get_classifier(build_model(num_classes=5, depth_multiplier=0.1))
+    >>> [p.shape for p in head.parameters()][0]
+    torch.Size([5, 1280])
+    """
+    model = unwrap_model(model)
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    head = getattr(model, "classifier", None)
+    if isinstance(head, nn.Module):
+        return head
+    raise ModelConfigError(
+        f"{type(model).__name__} has no classifier head this package knows; use a model from build_model()"
+    )
+
+
+def _drop_path_blocks(model: nn.Module) -> list[nn.Module]:
+    """The residual blocks, in depth order, whose drop-path rate grows linearly with depth."""
+    from torchvision.models.efficientnet import FusedMBConv, MBConv
+
+    if _is_timm(model):
+        return [blk for stage in model.blocks for blk in stage]
+    return [m for m in model.modules() if isinstance(m, (MBConv, FusedMBConv))]
+
+
+def set_regularization(model: nn.Module, *, dropout: float | None = None,
+                       stochastic_depth: float | None = None) -> None:
+    """Change classifier dropout and/or the drop-path rate of a built model in place.
+
+    Used by progressive learning between stages. The drop-path rate is spread over the blocks
+    exactly as at build time (block ``i`` of ``n`` gets ``rate * i / n``). ``None`` leaves a value.
+
+    >>> m = build_model(num_classes=3, depth_multiplier=0.1)
+    >>> set_regularization(m, dropout=0.5, stochastic_depth=0.3)
+    >>> m.classifier[0].p
+    0.5
+    """
+    _check_rate("dropout", dropout)
+    _check_rate("stochastic_depth", stochastic_depth)
+    model = unwrap_model(model)
+    timm_model = _is_timm(model)
+    if dropout is not None:
+        if timm_model:
+            model.drop_rate = float(dropout)
+        else:
+            drops = [m for m in get_classifier(model).modules() if isinstance(m, nn.Dropout)]
+            if not drops:
+                raise ModelConfigError(f"{type(model).__name__} has no classifier dropout to change")
+            for m in drops:
+                m.p = float(dropout)
+    if stochastic_depth is not None:
+        blocks = _drop_path_blocks(model)
+        if not blocks:
+            raise ModelConfigError(f"{type(model).__name__} has no residual blocks with drop-path")
+        for i, blk in enumerate(blocks):
+            rate = float(stochastic_depth) * i / len(blocks)
+            if timm_model:
+                from timm.layers import DropPath
+
+                # timm builds nn.Identity where the rate was 0: swap in a DropPath
+                if isinstance(blk.drop_path, DropPath):
+                    blk.drop_path.drop_prob = rate
+                elif hasattr(blk, "drop_path"):
+                    blk.drop_path = DropPath(rate) if rate > 0 else nn.Identity()
+            else:
+                blk.stochastic_depth.p = rate
+
+
+def model_is_timm(model: nn.Module) -> bool:
+    """True for a timm EfficientNet, False for torchvision's."""
+    return _is_timm(unwrap_model(model))
+

@@ -1,0 +1,201 @@
+"""The results report: every number read back from the run directories, none typed in.
+
+``write_report(output_dir, runs)`` writes ``report.md``, ``results.csv``, ``results.json`` and the
+plots (PNG) into ``output_dir``.
+
+>>> from effv2birds.study import write_report  # doctest: +SKIP
+>>> write_report("outputs/reproduce", runs)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from effv2birds.study.experiments import STUDY_FIGURES, PlannedRun
+
+__all__ = ["COLUMNS", "collect_rows", "write_report", "read_epochs"]
+
+COLUMNS = [
+    "experiment", "run", "status", "variant", "image_size", "data", "params", "gflops", "epochs_run",
+    "best_epoch", "best_val_top1", "best_val_top5", "final_val_top1", "final_val_top5", "test_top1",
+    "test_top5", "test_macro_f1", "train_time_s", "images_per_s", "device", "world_size", "study_top1",
+    "note",
+]
+
+
+def read_epochs(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run (``metrics.jsonl`` lines with ``"kind": "epoch"``)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if record.get("kind") == "epoch":
+                records.append(record)
+    # A resumed run may have re-logged an epoch: the last record of each epoch wins.
+    by_epoch = {r["epoch"]: r for r in records}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _pct(value: Any) -> float | None:
+    return None if value is None else round(100.0 * float(value), 2)
+
+
+def _row(run: PlannedRun, skipped: dict[str, str]) -> dict[str, Any]:
+    cfg = run.config
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row.update(experiment=run.experiment, run=run.run, variant=cfg.variant, image_size=cfg.image_size,
+               data=cfg.data, study_top1=STUDY_FIGURES.get((run.experiment, run.run)), note=run.note)
+    if run.name in skipped:
+        row.update(status="skipped", note=skipped[run.name])
+        return row
+    metrics_path = run.run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        row["status"] = "missing"
+        return row
+    m = json.loads(metrics_path.read_text())
+    epochs = read_epochs(run.run_dir)
+    best = next((e for e in epochs if e.get("epoch") == m.get("best_epoch")), None)
+    last = epochs[-1] if epochs else None
+    test = m.get("test") or {}
+    row.update(
+        status=m.get("status"), params=m.get("params"), gflops=m.get("gflops"), epochs_run=m.get("epochs_run"),
+        best_epoch=m.get("best_epoch"), best_val_top1=_pct(m.get("best_val_top1")),
+        best_val_top5=_pct(best.get("val_top5")) if best else None,
+        final_val_top1=_pct(last.get("val_top1")) if last else None,
+        final_val_top5=_pct(last.get("val_top5")) if last else None,
+        test_top1=_pct(test.get("top1")), test_top5=_pct(test.get("top5")), test_macro_f1=_pct(test.get("macro_f1")),
+        train_time_s=round(m["train_time_s"], 1) if m.get("train_time_s") is not None else None,
+        images_per_s=round(m["images_per_s"], 1) if m.get("images_per_s") is not None else None,
+        device=m.get("device"), world_size=m.get("world_size"),
+    )
+    return row
+
+
+def collect_rows(runs: Iterable[PlannedRun], skipped: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per planned run, read from its ``metrics.json``/``metrics.jsonl`` (skipped runs say why)."""
+    return [_row(run, skipped or {}) for run in runs]
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
+    if isinstance(value, int) and value >= 100_000:
+        return f"{value / 1e6:.2f}M"
+    return str(value)
+
+
+_TABLE = ["run", "variant", "image_size", "params", "gflops", "epochs_run", "best_val_top1", "final_val_top1",
+          "test_top1", "test_top5", "test_macro_f1", "study_top1", "train_time_s", "images_per_s", "device"]
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = "| " + " | ".join(_TABLE) + " |\n|" + "---|" * len(_TABLE) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(r[c]) for c in _TABLE) + " |\n" for r in rows)
+
+
+def _plots(out: Path, runs: list[PlannedRun], rows: list[dict[str, Any]]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: list[str] = []
+    by_exp: dict[str, list[PlannedRun]] = {}
+    for run, row in zip(runs, rows):
+        if row["status"] == "finished":
+            by_exp.setdefault(run.experiment, []).append(run)
+
+    for exp, exp_runs in by_exp.items():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for run in exp_runs:
+            epochs = read_epochs(run.run_dir)
+            xs = [e["epoch"] for e in epochs]
+            line, = ax.plot(xs, [100 * (e.get("val_top1") or 0) for e in epochs], label=f"{run.run} (val)")
+            ax.plot(xs, [100 * (e.get("train_top1") or 0) for e in epochs], "--", color=line.get_color(), alpha=0.6)
+        ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title=f"{exp}: validation (solid), train (dashed)")
+        ax.legend(fontsize=7)
+        name = f"curves_{exp}.png"
+        fig.tight_layout(), fig.savefig(out / name, dpi=100), plt.close(fig)
+        made.append(name)
+
+    res = [r for r in rows if r["experiment"] == "new-data" and r["status"] == "finished"]
+    if res:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        res.sort(key=lambda r: r["image_size"])
+        ax.plot([r["image_size"] for r in res], [r["test_top1"] or 0 for r in res], "o-", label="effv2birds (test)")
+        study = [(r["image_size"], r["study_top1"]) for r in res if r["study_top1"] is not None]
+        if study:
+            ax.plot(*zip(*study), "s--", label="reproduction study")
+        ax.set(xlabel="image size (px)", ylabel="test top-1 (%)", title="accuracy by resolution")
+        ax.legend()
+        fig.tight_layout(), fig.savefig(out / "accuracy_by_resolution.png", dpi=100), plt.close(fig)
+        made.append("accuracy_by_resolution.png")
+
+    abl = [r for r in rows if r["experiment"] == "ablation" and r["status"] == "finished" and r["params"]]
+    if abl:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+        for ax, key, label in ((axes[0], "params", "parameters (M)"), (axes[1], "gflops", "GFLOPs (MACs) at train size")):
+            for r in abl:
+                x = r[key] / 1e6 if key == "params" else (r[key] or 0)
+                ax.scatter(x, r["test_top1"] or 0)
+                ax.annotate(r["run"], (x, r["test_top1"] or 0), fontsize=7)
+            ax.set(xlabel=label, ylabel="test top-1 (%)")
+        fig.suptitle("ablation: accuracy vs size")
+        fig.tight_layout(), fig.savefig(out / "ablation_accuracy_vs_size.png", dpi=100), plt.close(fig)
+        made.append("ablation_accuracy_vs_size.png")
+
+    scored = [(r["test_top1"], run) for r, run in zip(rows, runs) if r["status"] == "finished" and r["test_top1"] is not None]
+    if scored:
+        _, best = max(scored, key=lambda t: t[0])
+        test = json.loads((best.run_dir / "metrics.json").read_text()).get("test") or {}
+        matrix, names = test.get("confusion_matrix"), test.get("class_names")
+        if matrix:
+            names = names or [str(i) for i in range(len(matrix))]
+            fig, ax = plt.subplots(figsize=(9, 8))
+            ax.imshow(matrix, cmap="Blues")
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(names)), names, fontsize=6)
+            ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix (test): {best.name}")
+            fig.tight_layout(), fig.savefig(out / "confusion_matrix_best.png", dpi=100), plt.close(fig)
+            made.append("confusion_matrix_best.png")
+    return made
+
+
+def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[str, str] | None = None,
+                 title: str = "Reproduction report") -> list[dict[str, Any]]:
+    """Write report.md, results.csv, results.json and plots for ``runs`` into ``output_dir``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = collect_rows(runs, skipped)
+    with open(out / "results.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plots = _plots(out, runs, rows)
+
+    lines = [f"# {title}", "",
+             "Every number below is read from the run directories (`metrics.json`, `metrics.jsonl`); "
+             "accuracies are in %. `study_top1` is the reproduction study's published best test accuracy "
+             "where it reported one.", ""]
+    for exp in dict.fromkeys(r["experiment"] for r in rows):
+        exp_rows = [r for r in rows if r["experiment"] == exp]
+        data = ", ".join(sorted({str(r["data"]) for r in exp_rows}))
+        lines += [f"## {exp}", "", f"Data: `{data}`.", "", _markdown_table(exp_rows)]
+        for r in exp_rows:
+            if r["status"] != "finished":
+                lines.append(f"- `{exp}/{r['run']}`: {r['status']}" + (f" — {r['note']}" if r["note"] else ""))
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    (out / "report.md").write_text("\n".join(lines))
+    return rows
