@@ -198,6 +198,7 @@ class TrainConfig:
     width_multiplier: float = 1.0
     depth_multiplier: float = 1.0
     freeze_backbone: bool = False  # linear probe: train only the classifier head
+    zero_init_residual: bool = True  # residual blocks start as identity (study/torchvision default: False)
 
     # --- optimisation ------------------------------------------------------------------------
     optimizer: Optimizer = "adamw"

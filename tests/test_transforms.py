@@ -104,6 +104,7 @@ def test_warns_once_below_the_minimum_size():
         t.eval(img)
         t.train(img)
         get_transforms(image_size=40).eval(img)  # at/above the minimum: silent
+        get_transforms(image_size=32)  # from scratch: the weights' minimum does not apply
 
 
 def test_train_transform_on_every_input_kind():

@@ -149,8 +149,8 @@ def get_transforms(name: str = "efficientnet_v2_s", *, backend: str = "torchvisi
     torchvision: ``EfficientNet_V2_S_Weights.DEFAULT`` (ImageNet mean/std, 384 px, bilinear).
     timm: the model's ``pretrained_cfg`` (``tf_`` weights use mean/std 0.5, bicubic); timm's
     ``crop_pct`` sets the resize before the center crop. ``image_size`` overrides the crop size
-    (e.g. 32 for the study's low-resolution training; below the weights' 33 px minimum a
-    warning is given once per process). A local ``weights=`` file uses the same
+    (e.g. 32 for the study's low-resolution training; with pretrained weights, below their 33 px
+    minimum a warning is given once per process). A local ``weights=`` file uses the same
     settings as the named model's pretrained weights.
 
     >>> get_transforms("tf_efficientnetv2_s", image_size=64).mean
@@ -181,6 +181,7 @@ def get_transforms(name: str = "efficientnet_v2_s", *, backend: str = "torchvisi
     if image_size is not None:
         crop = image_size
     resize = int(math.floor(crop / crop_pct))
-    warn_if_too_small(crop, min_size)
+    if pretrained or weights is not None:  # the minimum is a property of the pretrained weights
+        warn_if_too_small(crop, min_size)
     return ModelTransforms(mean=mean, std=std, eval_size=resize, crop_size=crop, interpolation=mode,
                            min_size=min_size, source=source)

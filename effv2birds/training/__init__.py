@@ -1,0 +1,36 @@
+"""Training, evaluation and inference on top of ``accelerate``.
+
+>>> from effv2birds.training import TrainResult, train, load_trained
+>>> "best_val_top1" in TrainResult.__dataclass_fields__
+True
+"""
+
+from .checkpoint import CheckpointError, list_checkpoints, resolve_resume
+from .inference import Predictor, UnreadableImageError, load_trained
+from .metrics import ClassReport, MeanLoss, TopKAccuracy, build_metrics, classification_metrics
+from .optim import LRSchedule, build_optimizer, build_schedule, scaled_lr
+from .evaluation import evaluate_model
+from .trainer import NonFiniteLossError, TrainResult, should_stop_early, train
+
+__all__ = [
+    "CheckpointError",
+    "ClassReport",
+    "LRSchedule",
+    "MeanLoss",
+    "NonFiniteLossError",
+    "Predictor",
+    "TopKAccuracy",
+    "TrainResult",
+    "UnreadableImageError",
+    "build_metrics",
+    "build_optimizer",
+    "build_schedule",
+    "classification_metrics",
+    "evaluate_model",
+    "list_checkpoints",
+    "load_trained",
+    "resolve_resume",
+    "scaled_lr",
+    "should_stop_early",
+    "train",
+]

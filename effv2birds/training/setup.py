@@ -1,0 +1,181 @@
+"""Run preparation for ``train``: run-directory checks, data loading and placement, linear-probe
+freezing, trackers. Kept apart so that ``trainer.py`` shows the training loop itself.
+
+>>> from effv2birds.training.setup import RESUMABLE_CHANGES
+>>> "lr" in RESUMABLE_CHANGES
+False
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from effv2birds.config import ConfigError, TrainConfig
+from effv2birds.training.checkpoint import list_checkpoints
+
+__all__ = ["RESUMABLE_CHANGES", "check_run_dir", "data_device", "finish_trackers", "freeze_backbone",
+           "load_data", "set_train_mode", "tracker_name"]
+
+
+def tracker_name(config: TrainConfig) -> str | None:
+    """The accelerate tracker for ``config.log_with`` ("auto": TensorBoard when it is installed).
+
+    >>> from effv2birds import TrainConfig
+    >>> tracker_name(TrainConfig(log_with="none")) is None
+    True
+    """
+    if config.log_with == "none":
+        return None
+    if config.log_with == "auto":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            return None
+    return "tensorboard"
+
+
+def load_data(config: TrainConfig, accelerator: Any,
+              train_size: int) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """Load and cache the splits (``train`` at ``train_size``, the others at ``config.eval_size``).
+
+    Returns ``(splits, class_names, data_report)``; the main process builds the caches first.
+
+    >>> import tempfile
+    >>> from accelerate import Accelerator
+    >>> from effv2birds import TrainConfig
+    >>> cfg = TrainConfig(synthetic_size=40, max_samples=40, cache_dir=tempfile.mkdtemp())
+    >>> splits, names, report = load_data(cfg, Accelerator(cpu=True), 32)
+    >>> sorted(splits), len(names) == len(report["class_names"])
+    (['test', 'train', 'validation'], True)
+    """
+    from effv2birds import data as data_mod
+
+    with accelerator.main_process_first():  # the first process builds the caches, the others reuse them
+        ds = data_mod.load_image_dataset(
+            config.data, image_column=config.image_column, label_column=config.label_column,
+            per_class=config.per_class, max_samples=config.max_samples, val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction, seed=config.seed, synthetic_size=config.synthetic_size,
+            num_proc=config.num_proc,
+        )
+        splits = {}
+        for name in ("train", "validation", "test"):
+            if name in ds and len(ds[name]) > 0:
+                size = train_size if name == "train" else config.eval_size
+                splits[name] = data_mod.cache_split(ds[name], size, resize=config.resize,
+                                                    cache_dir=config.cache_dir, num_proc=config.num_proc)
+    for name in ("train", "validation"):
+        if name not in splits:
+            raise data_mod.DataError(
+                f"the data set {config.data!r} has no {name!r} images after splitting; add images, "
+                "or raise val_fraction/max_samples"
+            )
+    class_names = list(splits["train"].class_names)
+    report = {**data_mod.data_report(ds), "cached_splits": {name: len(split) for name, split in splits.items()},
+              "class_names": class_names}
+    return splits, class_names, report
+
+
+def data_device(config: TrainConfig, accelerator: Any, train_split: Any) -> torch.device | None:
+    """Keep the cached uint8 train split on the GPU when asked, or ("auto") when it is small.
+
+    >>> from accelerate import Accelerator
+    >>> from effv2birds import TrainConfig
+    >>> data_device(TrainConfig(data_on_device="yes"), Accelerator(cpu=True), None) is None  # CPU: nothing to move
+    True
+    """
+    if config.data_on_device == "no" or accelerator.device.type == "cpu":
+        return None
+    if config.data_on_device == "yes":
+        return accelerator.device
+    nbytes = train_split.images.numel()
+    if accelerator.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(accelerator.device)
+        return accelerator.device if nbytes < 0.2 * free else None
+    return None
+
+
+def freeze_backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """Linear probe: only the classifier head trains. Returns the head.
+
+    >>> from effv2birds.models import build_model
+    >>> model = build_model(num_classes=3, width_multiplier=0.25, depth_multiplier=0.1)
+    >>> head = freeze_backbone(model)
+    >>> sum(p.requires_grad for p in model.parameters()) == len(list(head.parameters()))
+    True
+    """
+    from effv2birds.models import get_classifier
+
+    head = get_classifier(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    return head
+
+
+def set_train_mode(model: torch.nn.Module, head: torch.nn.Module | None) -> None:
+    """``model.train()``, or for a linear probe (``head`` given) train mode for the head only.
+
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 2))
+    >>> set_train_mode(model, model[1]); model[0].training, model[1].training
+    (False, True)
+    """
+    model.train()
+    if head is not None:  # a frozen backbone keeps its BatchNorm statistics and no dropout
+        model.eval()
+        head.train()
+
+
+def finish_trackers(accelerator: Any) -> None:
+    """Close the tracker files and wait for every process.
+
+    >>> from accelerate import Accelerator
+    >>> finish_trackers(Accelerator(cpu=True))
+    """
+    # not accelerator.end_training(): that also destroys the process group, which the caller
+    # (a study running several trainings under one `accelerate launch`) may still need
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.wait_for_everyone()
+
+
+# fields that may change when a run is resumed (they do not change what the training computes)
+RESUMABLE_CHANGES = {"resume", "progress_bar", "log_with", "log_every_steps", "epochs", "min_epochs",
+                     "early_stop_patience", "max_steps", "checkpoint_every_epochs", "checkpoint_every_steps",
+                     "keep_last", "num_proc", "cache_dir", "eval_every_epochs", "max_nonfinite_steps"}
+
+
+def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to overwrite a run, and to resume one with a config that computes something else.
+
+    >>> from effv2birds import TrainConfig
+    >>> check_run_dir(Path("/nonexistent"), TrainConfig())  # a new directory: fine
+    """
+    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    finished = (run_dir / "metrics.json").exists()
+    if (finished or checkpoints) and config.resume is None:
+        raise ConfigError(
+            f"output_dir {str(run_dir)!r} already holds a run; pass resume='latest' (--resume latest) to continue "
+            "it, or choose another output_dir. Nothing was overwritten."
+        )
+    if config.resume == "latest" and finished and not checkpoints:
+        raise ConfigError(
+            f"output_dir {str(run_dir)!r} holds a finished run without checkpoints, so there is nothing to resume; "
+            "choose another output_dir. Nothing was overwritten."
+        )
+    saved = run_dir / "config.json"
+    if config.resume is not None and checkpoints and saved.is_file():
+        before = json.loads(saved.read_text())
+        now = json.loads(json.dumps(config.to_dict()))
+        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
+        if changed:
+            raise ConfigError(
+                "resuming with a different config would not continue the same run; changed: "
+                + ", ".join(f"{k} ({before.get(k)!r} -> {now[k]!r})" for k in changed)
+                + ". Use the run's own config (--config RUN_DIR/config.toml) or another output_dir."
+            )
