@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "DataError": "effv2birds.data",
     "to_model_input": "effv2birds.data",
     "skipped_files": "effv2birds.data",
+    "data_report": "effv2birds.data",
     # training and inference
     "train": "effv2birds.training",
     "TrainResult": "effv2birds.training",
@@ -73,7 +74,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs
     from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig
     from effv2birds.data import (BatchAugment, CachedSplit, DataError, cache_split, load_image_dataset, make_loader,
-                                 skipped_files, to_model_input)
+                                 data_report, skipped_files, to_model_input)
     from effv2birds.models import (ModelConfigError, ModelFacts, ModelTransforms, WeightsError, WeightsNotFoundError,
                                    build_model, get_classifier, get_transforms, list_models, list_variants,
                                    model_facts, set_regularization)

@@ -1,0 +1,227 @@
+"""Batch-wise augmentation on uint8 tensors, on whatever device the batch lives on.
+
+:class:`BatchAugment` replaces a per-image PIL pipeline: random crop (pad + translate, or random
+resized crop via per-sample affine grids), horizontal flip, RandAugment / TrivialAugment
+(``torchvision.transforms.v2`` ops, applied to small groups of the batch so that different images
+get different operations), scaling to [0, 1], normalisation, and MixUp/CutMix
+(``torchvision.transforms.v2``) producing soft targets. All randomness comes from torch's global
+RNG, so seeding torch (or ``accelerate.utils.set_seed``) makes it reproducible.
+
+>>> import torch
+>>> aug = BatchAugment(10, mean=(0.5,) * 3, std=(0.25,) * 3)
+>>> x, y = aug(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.arange(4))
+>>> tuple(x.shape), x.dtype, y.dtype
+((4, 3, 32, 32), torch.float32, torch.int64)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .names import DataError
+
+__all__ = ["BatchAugment", "to_model_input"]
+
+_CROPS = ("none", "pad", "resized")
+_AUTO = ("none", "randaugment", "trivialaugment")
+
+
+def _check_uint8(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise DataError(f"expected a uint8 image batch of shape (B, 3, H, W), got {shape}")
+    if images.dtype != torch.uint8:
+        raise DataError(f"expected uint8 images (0-255), got {images.dtype}; pass the cached uint8 batch")
+
+
+def to_model_input(
+    images_uint8: torch.Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    normalize: bool = True,
+    channels_last: bool = False,
+    size: int | None = None,
+) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` -> float32 scaled to [0, 1], optionally resized and normalised.
+
+    The evaluation path (no randomness). ``size`` resizes with antialiased bilinear
+    interpolation; ``normalize=False`` keeps [0, 1] values (the study's choice).
+
+    >>> import torch
+    >>> x = to_model_input(torch.full((1, 3, 4, 4), 255, dtype=torch.uint8), mean=(0.5,) * 3, std=(0.5,) * 3)
+    >>> round(x.max().item(), 4)
+    1.0
+    """
+    _check_uint8(images_uint8)
+    return _scale(images_uint8, mean=mean, std=std, normalize=normalize, channels_last=channels_last, size=size)
+
+
+def _scale(images, *, mean, std, normalize, channels_last, size) -> torch.Tensor:
+    """uint8 or float (0-255) -> normalised float32, one fused multiply-add."""
+    x = images.float()
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if normalize:
+        scale = 1.0 / (255.0 * torch.as_tensor(std, dtype=torch.float32, device=x.device))
+        shift = -torch.as_tensor(mean, dtype=torch.float32, device=x.device) / torch.as_tensor(std, device=x.device)
+        x = torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+    else:
+        x = x.mul(1.0 / 255.0) if x.dtype == images.dtype else x.mul_(1.0 / 255.0)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+class BatchAugment(nn.Module):
+    """Per-sample random augmentation of a uint8 batch -> (normalised float batch, targets).
+
+    ``targets`` are the int64 labels, or float ``(B, num_classes)`` soft targets when
+    ``mixup_alpha`` or ``cutmix_alpha`` is > 0 (one of the two is picked per batch when both are).
+    ``crop_padding`` is given for 32 px images and scaled with the image size (4 px at 32 px ->
+    16 px at 128 px). ``randaug_magnitude`` is on torchvision's 0-30 scale (rounded to an
+    integer); ``augment_groups`` is how many independently drawn RandAugment/TrivialAugment
+    operations a batch gets (``None``: one per image). In ``eval()`` mode the module applies only
+    :func:`to_model_input`. Attributes may be changed between epochs (progressive learning).
+
+    >>> import torch
+    >>> aug = BatchAugment(5, mean=(0,) * 3, std=(1,) * 3, mixup_alpha=0.2, random_crop="resized", output_size=16)
+    >>> x, t = aug(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 4]))
+    >>> tuple(x.shape), tuple(t.shape)
+    ((2, 3, 16, 16), (2, 5))
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        normalize: bool = True,
+        random_crop: str = "pad",
+        crop_padding: int = 4,
+        crop_scale_min: float = 0.35,
+        hflip: bool = True,
+        auto_augment: str = "none",
+        randaug_magnitude: float = 9.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        output_size: int | None = None,
+        augment_groups: int | None = 16,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        if random_crop not in _CROPS:
+            raise DataError(f"random_crop={random_crop!r} is not valid; choose one of {', '.join(_CROPS)}")
+        if auto_augment not in _AUTO:
+            raise DataError(f"auto_augment={auto_augment!r} is not valid; choose one of {', '.join(_AUTO)}")
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise DataError(f"num_classes={num_classes!r} must be a positive integer")
+        if not 0 < crop_scale_min <= 1:
+            raise DataError(f"crop_scale_min={crop_scale_min!r} must be in (0, 1]")
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise DataError(f"mean={mean!r} and std={std!r} must be 3 numbers each (std > 0)")
+        self.num_classes = num_classes
+        self.mean, self.std, self.normalize = tuple(mean), tuple(std), normalize
+        self.random_crop, self.crop_padding, self.crop_scale_min = random_crop, crop_padding, crop_scale_min
+        self.hflip, self.auto_augment, self.randaug_magnitude = hflip, auto_augment, randaug_magnitude
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        self.output_size, self.augment_groups, self.channels_last = output_size, augment_groups, channels_last
+
+    def extra_repr(self) -> str:
+        return (f"crop={self.random_crop}, hflip={self.hflip}, auto_augment={self.auto_augment}"
+                f"(m={self.randaug_magnitude}), mixup={self.mixup_alpha}, cutmix={self.cutmix_alpha}")
+
+    # -- geometric ------------------------------------------------------------------------------
+    def _pad_crop(self, x: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+        b, c, h, w = x.shape
+        pad = int(round(self.crop_padding * min(h, w) / 32)) if self.random_crop == "pad" else 0
+        pad = min(pad, h - 1, w - 1)
+        if pad == 0:
+            if flip is None:
+                return x
+            return torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+        dev = x.device
+
+        # reflect at the borders (no black frames); torch.cat of flipped strips is a plain copy
+        xp = torch.cat([x[:, :, 1:pad + 1].flip(2), x, x[:, :, -pad - 1:-1].flip(2)], dim=2)
+        xp = torch.cat([xp[..., 1:pad + 1].flip(3), xp, xp[..., -pad - 1:-1].flip(3)], dim=3)
+        # every (h, w) window of the padded batch as a view; pick one window per sample
+        windows = xp.unfold(2, h, 1).unfold(3, w, 1)  # (B, C, 2p+1, 2p+1, h, w)
+        off = torch.randint(0, 2 * pad + 1, (b, 2), device=dev)
+        out = windows[torch.arange(b, device=dev), :, off[:, 0], off[:, 1]]
+        if flip is not None:
+            out[flip] = out[flip].flip(-1)
+        return out
+
+    def _resized_crop(self, x: torch.Tensor, flip: torch.Tensor | None, out: int, as_uint8: bool) -> torch.Tensor:
+        b = x.shape[0]
+        dev = x.device
+        area = torch.empty(b, device=dev).uniform_(self.crop_scale_min, 1.0)
+        log_ratio = torch.empty(b, device=dev).uniform_(math.log(3 / 4), math.log(4 / 3))
+        ratio = torch.exp(log_ratio)
+        sw = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width / image width
+        sh = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx = (torch.rand(b, device=dev) * 2 - 1) * (1 - sw)  # centre, normalised [-1, 1] coords
+        cy = (torch.rand(b, device=dev) * 2 - 1) * (1 - sh)
+        sx = sw * (torch.where(flip, -1.0, 1.0) if flip is not None else 1.0)
+        # axis-aligned crops: the sampling grid is separable, so build it by broadcasting
+        base = (torch.arange(out, device=dev, dtype=torch.float32) * 2 + 1) / out - 1
+        gx = (sx * torch.ones_like(cx))[:, None] * base + cx[:, None]
+        gy = sh[:, None] * base + cy[:, None]
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+        y = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        # bilinear weights are convex and reflection stays inside the image: no clamping needed
+        return y.round_().to(torch.uint8) if as_uint8 else y
+
+    # -- photometric ------------------------------------------------------------------------------
+    def _auto_augment(self, x: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms import v2
+
+        if self.auto_augment == "randaugment":
+            op = v2.RandAugment(num_ops=2, magnitude=int(round(min(max(self.randaug_magnitude, 0), 30))))
+        else:
+            op = v2.TrivialAugmentWide()
+        groups = x.shape[0] if self.augment_groups is None else max(1, min(self.augment_groups, x.shape[0]))
+        return torch.cat([op(chunk) for chunk in torch.tensor_split(x, groups)], dim=0)
+
+    def _mix(self, x: torch.Tensor, labels: torch.Tensor):
+        if not (self.mixup_alpha > 0 or self.cutmix_alpha > 0):
+            return x, labels
+        from torchvision.transforms import v2  # imported on first use only: it takes seconds
+
+        ops = []
+        if self.mixup_alpha > 0:
+            ops.append(v2.MixUp(alpha=float(self.mixup_alpha), num_classes=self.num_classes))
+        if self.cutmix_alpha > 0:
+            ops.append(v2.CutMix(alpha=float(self.cutmix_alpha), num_classes=self.num_classes))
+        if not ops:
+            return x, labels
+        op = ops[0] if len(ops) == 1 else ops[int(torch.randint(len(ops), ()).item())]
+        return op(x, labels)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor):
+        _check_uint8(images)
+        size = self.output_size
+        kw = dict(mean=self.mean, std=self.std, normalize=self.normalize, channels_last=False)
+        if not self.training:
+            x = to_model_input(images, size=size, **kw)
+            return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), labels
+        b = images.shape[0]
+        flip = (torch.rand(b, device=images.device) < 0.5) if self.hflip else None
+        if self.random_crop == "resized":
+            x = self._resized_crop(images, flip, size or images.shape[-1], self.auto_augment != "none")
+        else:
+            x = self._pad_crop(images, flip)
+        if self.auto_augment != "none":
+            x = self._auto_augment(x)
+        x = _scale(x, size=size, **kw)
+        x, targets = self._mix(x, labels.long())
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, targets

@@ -1,0 +1,521 @@
+"""``load_image_dataset``: any supported source -> a ``DatasetDict`` with train/validation/test.
+
+Sources: a folder (the Kaggle "25 Indian bird species" layouts or any class-per-folder tree), a
+directory written by ``DatasetDict.save_to_disk``, a Hugging Face hub id, an existing
+``Dataset``/``DatasetDict``, or ``"synthetic"``. The result always has an ``image`` column
+(``datasets.Image``) and a ``label`` column (``ClassLabel`` with canonical species names).
+
+>>> ds = load_image_dataset("synthetic", synthetic_size=100)
+>>> list(ds), ds["train"].column_names
+(['train', 'validation', 'test'], ['image', 'label'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .decode import IMAGE_EXTENSIONS, check_image
+from .names import DataError, class_names_from
+from .splits import per_class_indices, stratified_split, stratified_subsample
+
+__all__ = ["load_image_dataset", "skipped_files", "data_report", "SPLIT_ALIASES"]
+
+logger = logging.getLogger("effv2birds.data")
+
+SPLIT_ALIASES: dict[str, str] = {
+    **dict.fromkeys(["train", "training", "training_set", "train_set", "trainset"], "train"),
+    **dict.fromkeys(["validation", "valid", "val", "validation_set", "val_set", "dev"], "validation"),
+    **dict.fromkeys(["test", "testing", "test_set", "testset"], "test"),
+}
+SPLITS = ("train", "validation", "test")
+# A given validation split that is mostly byte-identical to train (the Birds_25 "valid" folder is
+# ~93 % copies of train) measures nothing: it is dropped and validation is carved from train.
+_MAX_DUPLICATE_SHARE = 0.5
+_REPORT_ATTR = "_effv2birds_report"
+
+
+# --------------------------------------------------------------------------------------------
+# the report
+def skipped_files(ds) -> list[tuple[str, str]]:
+    """``(path, reason)`` for every file left out because it could not be decoded.
+
+    >>> skipped_files(load_image_dataset("synthetic", synthetic_size=50))
+    []
+    """
+    report = getattr(ds, _REPORT_ATTR, None)
+    return [(s["path"], s["reason"]) for s in report["skipped"]] if report else []
+
+
+def data_report(ds) -> dict[str, Any]:
+    """What :func:`load_image_dataset` did: source, layout, rows per split, classes, skipped and
+    duplicate files, notes. JSON-serialisable, for a run directory's ``data_report.json``.
+
+    >>> data_report(load_image_dataset("synthetic", synthetic_size=50))["kind"]
+    'synthetic'
+    """
+    report = getattr(ds, _REPORT_ATTR, None)
+    if report is None:
+        raise DataError("this object did not come from load_image_dataset, so it has no data report")
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# folders
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _image_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _has_images(directory: Path) -> bool:
+    return any(p.is_file() and _is_image(p) for p in directory.iterdir())
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+
+
+def _class_root(directory: Path) -> Path | None:
+    """The folder whose sub-folders are classes, descending through single wrappers
+    (``training_set/training_set/``)."""
+    seen = 0
+    while seen < 5:
+        subs = _subdirs(directory)
+        if any(_has_images(s) or _subdirs(s) for s in subs) and len(subs) >= 2:
+            return directory
+        if len(subs) == 1 and not _has_images(directory):
+            directory, seen = subs[0], seen + 1
+            continue
+        return directory if subs else None
+    return None
+
+
+def _find_layout(root: Path) -> tuple[dict[str, Path], str]:
+    """Map split name -> class-root folder, and a description of the layout."""
+    directory = root
+    for _ in range(5):
+        subs = _subdirs(directory)
+        split_dirs = {}
+        for s in subs:
+            name = SPLIT_ALIASES.get(s.name.lower().replace("-", "_").replace(" ", "_"))
+            if name and name not in split_dirs:
+                split_dirs[name] = s
+        if split_dirs:
+            roots = {k: r for k, v in split_dirs.items() if (r := _class_root(v)) is not None}
+            if "train" not in roots:
+                raise DataError(
+                    f"{directory} has split folders ({', '.join(p.name for p in split_dirs.values())}) "
+                    "but no training split with class folders; expected e.g. train/<Class>/*.jpg"
+                )
+            rel = {k: str(v.relative_to(root)) for k, v in roots.items()}
+            return roots, "split folders: " + ", ".join(f"{k}={v}" for k, v in rel.items())
+        if len(subs) == 1 and not _has_images(directory):
+            directory = subs[0]  # a wrapper such as Birds_25/
+            continue
+        break
+    croot = _class_root(directory)
+    if croot is None or len(_subdirs(croot)) < 2:
+        raise DataError(
+            f"no class folders found under {root}: expected <folder>/<Class Name>/*.jpg (at least two "
+            "classes), the Kaggle layout training_set/<Class Name>/*.jpg, or Birds_25/{train,valid,test}/<Class>/"
+        )
+    return {"train": croot}, f"class folders: {croot.relative_to(root) if croot != root else '.'}"
+
+
+def _scan_folder(root: Path):
+    """Files and raw class names per split, plus non-image files (reported, not used)."""
+    roots, layout = _find_layout(root)
+    files: dict[str, list[tuple[str, str]]] = {}
+    ignored = []
+    for split, croot in roots.items():
+        rows = []
+        for cdir in _subdirs(croot):
+            for f in _image_files(cdir):
+                if _is_image(f):
+                    rows.append((str(f), cdir.name))
+                else:
+                    ignored.append({"path": str(f), "split": split, "reason": "not an image file extension"})
+        loose = [p for p in croot.iterdir() if p.is_file() and _is_image(p)]
+        if loose:
+            ignored.extend({"path": str(p), "split": split, "reason": "image outside any class folder"} for p in loose)
+        files[split] = rows
+    return files, layout, ignored
+
+
+# --------------------------------------------------------------------------------------------
+# hub and datasets objects
+def _looks_like_path(text: str) -> bool:
+    return text.startswith((".", "/", "~")) or "\\" in text or text.count("/") >= 2 or os.path.isabs(text)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the hub, so that an offline machine fails in seconds, not after
+    minutes of retries."""
+    try:
+        from huggingface_hub import constants
+
+        endpoint = urlparse(constants.ENDPOINT)
+        host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_hub(name: str):
+    import datasets
+
+    if not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name):
+        raise DataError(f"{name!r} is neither an existing folder nor a hub data set id like 'owner/name'")
+    if not _hub_reachable():
+        # Offline: only a copy already in the datasets cache can work; ask for it without network.
+        import huggingface_hub.constants as hub_constants
+
+        saved = (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE)
+        datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
+        try:
+            return datasets.load_dataset(name)
+        except Exception as exc:  # noqa: BLE001 - every failure here means "not available offline"
+            raise DataError(
+                f"hub data set {name!r} cannot be loaded: the Hugging Face hub is not reachable from this "
+                f"machine and no cached copy was found ({type(exc).__name__}). Connect to the internet once, "
+                "or pass a local folder / a directory saved with DatasetDict.save_to_disk."
+            ) from None
+        finally:
+            datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
+    try:
+        return datasets.load_dataset(name)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"hub data set {name!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
+
+
+def _pick_column(ds, wanted: str | None, kind: str, candidates: tuple[str, ...], feature_type) -> str:
+    cols = ds.column_names
+    if wanted is not None:
+        if wanted not in cols:
+            raise DataError(
+                f"{kind}_column={wanted!r} is not a column of this data set; its columns are {', '.join(cols)}"
+            )
+        return wanted
+    for c in cols:
+        if isinstance(ds.features[c], feature_type):
+            return c
+    for c in candidates:
+        if c in cols:
+            return c
+    raise DataError(
+        f"cannot tell which column holds the {kind}s (columns: {', '.join(cols)}); "
+        f"pass {kind}_column='<name>'"
+    )
+
+
+def _normalise_dict(dd, image_column, label_column):
+    """Rename/cast columns of a DatasetDict to image (Image) + label (ClassLabel, canonical names)."""
+    import datasets
+
+    splits, notes = {}, []
+    for name, split in dd.items():
+        canonical = SPLIT_ALIASES.get(name.lower())
+        if canonical is None or canonical in splits:
+            notes.append(f"split {name!r} ignored (not train/validation/test)")
+            continue
+        splits[canonical] = split
+    if "train" not in splits:
+        raise DataError(f"the data set has no training split (splits: {', '.join(dd)}); name one 'train'")
+    first = splits["train"]
+    img = _pick_column(first, image_column, "image", ("image", "img", "picture", "image_path", "path", "file"),
+                       datasets.Image)
+    lab = _pick_column(first, label_column, "label", ("label", "labels", "class", "category", "target", "species"),
+                       datasets.ClassLabel)
+    # one label vocabulary over all splits, then canonical names
+    raw_names: list[str] | None = None
+    if isinstance(first.features[lab], datasets.ClassLabel):
+        raw_names = list(first.features[lab].names)
+    out = {}
+    values = None
+    if raw_names is None:
+        values = sorted({str(v) for s in splits.values() for v in s.unique(lab)})
+    names, raw_to_id = class_names_from(raw_names if raw_names is not None else values)
+    features = datasets.Features({"image": datasets.Image(mode="RGB"), "label": datasets.ClassLabel(names=names)})
+    for name, split in splits.items():
+        if img not in split.column_names or lab not in split.column_names:
+            raise DataError(f"split {name!r} lacks column {img!r} or {lab!r}; its columns are {split.column_names}")
+        split = split.select_columns([img, lab])
+        if raw_names is not None:
+            lut = np.array([raw_to_id[n] for n in raw_names])
+            labels = lut[np.asarray(split[lab])]
+        else:
+            labels = np.array([raw_to_id[str(v)] for v in split[lab]])
+        split = split.remove_columns([lab]).add_column("label", labels.tolist())
+        if img != "image":
+            split = split.rename_column(img, "image")
+        if not isinstance(split.features["image"], datasets.Image):
+            split = split.cast_column("image", datasets.Image())
+        out[name] = split.cast(features)
+    return out, notes
+
+
+# --------------------------------------------------------------------------------------------
+# checking, de-duplication, splitting
+def _file_key(value: Any) -> str | None:
+    """``path, size, mtime`` of a file-backed image value (None for in-memory bytes)."""
+    if isinstance(value, dict) and value.get("bytes") is None and value.get("path"):
+        try:
+            st = os.stat(value["path"])
+        except OSError:
+            return None
+        return f"{value['path']}|{st.st_size}|{st.st_mtime_ns}"
+    return None
+
+
+def _check_all(values: list[Any], num_proc: int | None, memo_file: Path | None = None):
+    """``check_image`` for every value, in threads (PIL releases the GIL while decoding).
+
+    Results for unchanged files (same path, size, mtime) are remembered in ``memo_file``, so a
+    later run over a large photo folder does not decode every photo again.
+    """
+    memo: dict[str, list] = {}
+    if memo_file is not None and memo_file.is_file():
+        try:
+            memo = json.loads(memo_file.read_text())
+        except (OSError, ValueError):
+            memo = {}
+    keys = [_file_key(v) for v in values]
+    todo = [i for i, k in enumerate(keys) if k is None or k not in memo]
+    workers = max(1, num_proc or min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        fresh = list(pool.map(check_image, [values[i] for i in todo], chunksize=32))
+    results: list[Any] = [tuple(memo[k]) if k is not None and k in memo else None for k in keys]
+    for i, r in zip(todo, fresh):
+        results[i] = r
+        if keys[i] is not None:
+            memo[keys[i]] = list(r)
+    if memo_file is not None and todo and any(k is not None for k in keys):
+        try:  # write-then-rename: a crash never leaves a half-written memo
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo))
+            os.replace(tmp, memo_file)
+        except OSError as exc:
+            logger.debug("could not write %s: %s", memo_file, exc)
+    return results
+
+
+def _describe(value: Any, split: str, row: int) -> str:
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    return f"{split}[{row}]"
+
+
+def load_image_dataset(
+    source: Any = "synthetic",
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    per_class: int | None = None,
+    max_samples: int | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    synthetic_size: int = 2000,
+    num_proc: int | None = None,
+    verify: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+):
+    """Load images and labels from ``source`` as a ``DatasetDict`` with train/validation/test.
+
+    ``source``: a folder, a ``save_to_disk`` directory, a hub id, a ``Dataset``/``DatasetDict`` or
+    ``"synthetic"``. Missing validation/test splits are carved out of train (stratified, seeded).
+    Every image is decoded once (``verify=True``): undecodable files are excluded and listed by
+    :func:`skipped_files`; byte-identical files are kept in one split only (see :func:`data_report`).
+    ``per_class`` keeps N training images per class; ``max_samples`` caps every split. Check
+    results of unchanged files are remembered under ``cache_dir`` (default: the cache of
+    :func:`~effv2birds.data.cache_split`), so big folders are decoded once, not every run.
+
+    >>> ds = load_image_dataset("synthetic", synthetic_size=100, per_class=2)
+    >>> ds["train"].num_rows, ds["train"].features["label"].names[0]
+    (50, 'Asian Green Bee Eater')
+    """
+    import datasets
+
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise DataError(f"{name}={value!r} must be a number in [0, 1)")
+    if val_fraction + test_fraction >= 1:
+        raise DataError(f"val_fraction + test_fraction = {val_fraction + test_fraction} must be < 1")
+    for name, value in (("per_class", per_class), ("max_samples", max_samples)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DataError(f"{name}={value!r} must be a positive integer or None")
+
+    report: dict[str, Any] = {"source": str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
+                              "skipped": [], "duplicates": [], "notes": []}
+    file_rows: dict[str, list[tuple[str, str]]] | None = None
+    if isinstance(source, datasets.DatasetDict):
+        report.update(kind="datasets", layout="DatasetDict")
+        splits, notes = _normalise_dict(source, image_column, label_column)
+    elif isinstance(source, datasets.Dataset):
+        report.update(kind="datasets", layout="Dataset")
+        splits, notes = _normalise_dict(datasets.DatasetDict(train=source), image_column, label_column)
+    elif isinstance(source, str) and source.strip().lower() == "synthetic":
+        from .synthetic import synthetic_birds
+
+        report.update(kind="synthetic", layout=f"built-in synthetic birds, seed {seed}")
+        splits, notes = dict(synthetic_birds(synthetic_size, seed=seed)), []
+        verify = False  # generated here, known good
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(os.path.expanduser(str(source)))
+        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+            report.update(kind="disk", layout="save_to_disk directory")
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.Dataset):
+                loaded = datasets.DatasetDict(train=loaded)
+            splits, notes = _normalise_dict(loaded, image_column, label_column)
+        elif path.is_dir():
+            report["source"] = str(path.resolve())
+            file_rows, layout, ignored = _scan_folder(path.resolve())
+            report.update(kind="folder", layout=layout)
+            report["ignored"] = ignored
+            names, raw_to_id = class_names_from(c for rows in file_rows.values() for _, c in rows)
+            features = datasets.Features({"image": datasets.Image(mode="RGB"), "label": datasets.ClassLabel(names=names)})
+            splits = {
+                s: datasets.Dataset.from_dict(
+                    {"image": [p for p, _ in rows], "label": [raw_to_id[c] for _, c in rows]},
+                    features=features, split=s)
+                for s, rows in file_rows.items()
+            }
+            notes = []
+        elif path.exists() or _looks_like_path(str(source)):
+            raise DataError(
+                f"data folder {path} does not exist (or is not a folder); pass an existing folder of "
+                "class sub-folders, a hub data set id, or 'synthetic'"
+            )
+        else:
+            report.update(kind="hub", layout=f"hub data set {source}")
+            splits, notes = _normalise_dict(_load_hub(str(source)), image_column, label_column)
+    else:
+        raise DataError(
+            f"cannot load images from a {type(source).__name__}; pass a folder path, a hub id, "
+            "a datasets.Dataset/DatasetDict, or 'synthetic'"
+        )
+    report["notes"].extend(notes)
+    class_names = splits["train"].features["label"].names
+    if len(class_names) < 2:
+        raise DataError(f"the data set has {len(class_names)} class(es); a classifier needs at least two")
+
+    # decode every image once: drop the undecodable ones, remember file hashes for de-duplication
+    hashes: dict[str, list[str | None]] = {}
+    if verify:
+        memo_file = None
+        if report["kind"] == "folder":
+            from .cache import default_cache_dir
+
+            root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+            memo_file = root / "checks" / (hashlib.sha1(report["source"].encode()).hexdigest()[:20] + ".json")
+        for name in [s for s in SPLITS if s in splits]:
+            split = splits[name]
+            raw = split.cast_column("image", datasets.Image(decode=False))["image"]
+            results = _check_all(raw, num_proc, memo_file)
+            keep = [i for i, (reason, _) in enumerate(results) if reason is None]
+            report["skipped"].extend(
+                {"path": _describe(raw[i], name, i), "split": name, "reason": reason}
+                for i, (reason, _) in enumerate(results) if reason is not None
+            )
+            if len(keep) < len(results):
+                split = split.select(keep)
+            splits[name] = split
+            hashes[name] = [results[i][1] for i in keep]
+            del raw
+        _deduplicate(splits, hashes, report, datasets)
+
+    # carve missing splits from train, stratified and seeded
+    train_labels = np.asarray(splits["train"]["label"])
+    vf = val_fraction if "validation" not in splits else 0.0
+    tf = test_fraction if "test" not in splits else 0.0
+    if vf or tf or "validation" not in splits or "test" not in splits:
+        tr, va, te = stratified_split(train_labels, vf, tf, seed=seed)
+        full = splits["train"]
+        splits["train"] = full.select(tr)
+        for name, idx, frac in (("validation", va, val_fraction), ("test", te, test_fraction)):
+            if name not in splits:
+                splits[name] = full.select(idx)
+                report["notes"].append(f"{name} split carved from train: {len(idx)} rows ({frac:.0%}, stratified, seed {seed})")
+    if per_class is not None:
+        splits["train"] = splits["train"].select(per_class_indices(splits["train"]["label"], per_class, seed=seed))
+    if max_samples is not None:
+        for name in SPLITS:
+            if splits[name].num_rows > max_samples:
+                splits[name] = splits[name].select(stratified_subsample(splits[name]["label"], max_samples, seed=seed))
+
+    # decoding the returned data set directly (ds["train"][0]["image"]) also gives RGB pictures
+    rgb = datasets.Image(mode="RGB")
+    result = datasets.DatasetDict({
+        name: splits[name] if splits[name].features["image"].mode == "RGB" else splits[name].cast_column("image", rgb)
+        for name in SPLITS
+    })
+    report["class_names"] = list(class_names)
+    report["rows"] = {name: result[name].num_rows for name in SPLITS}
+    if report["skipped"]:
+        logger.warning(
+            "effv2birds: %d undecodable image file(s) left out (see skipped_files()/data_report()); first: %s (%s)",
+            len(report["skipped"]), report["skipped"][0]["path"], report["skipped"][0]["reason"],
+        )
+    if result["train"].num_rows == 0:
+        raise DataError(f"no usable training images in {report['source']}")
+    setattr(result, _REPORT_ATTR, report)
+    return result
+
+
+def _deduplicate(splits, hashes, report, datasets) -> None:
+    """Make splits disjoint by file content: test wins over validation wins over train, and a
+    given validation split that is mostly copies of train is replaced by one carved from train."""
+    def drop(name: str, seen: dict[str, str], why: str) -> None:
+        split = splits[name]
+        paths = split.cast_column("image", datasets.Image(decode=False))["image"]
+        keep, own = [], {}
+        for i, h in enumerate(hashes[name]):
+            where = seen.get(h) if h is not None else None
+            if where is None and h is not None and h in own:
+                where = own[h]
+            if where is not None:
+                report["duplicates"].append({"path": _describe(paths[i], name, i), "split": name,
+                                             "duplicate_of": where, "reason": why})
+                continue
+            keep.append(i)
+            if h is not None:
+                own[h] = _describe(paths[i], name, i)
+        if len(keep) < split.num_rows:
+            splits[name] = split.select(keep)
+            hashes[name] = [hashes[name][i] for i in keep]
+
+    seen: dict[str, str] = {}
+    for name in ("test", "validation", "train"):
+        if name not in splits:
+            continue
+        if name == "validation" and "train" in hashes and hashes["validation"]:
+            train_set = set(hashes["train"])
+            share = np.mean([h in train_set for h in hashes["validation"]])
+            if share > _MAX_DUPLICATE_SHARE:
+                report["notes"].append(
+                    f"given validation split ignored: {share:.0%} of its files are byte-identical to training "
+                    "files (as in the Birds_25 'valid' folder); validation is carved from train instead"
+                )
+                del splits["validation"], hashes["validation"]
+                continue
+        drop(name, seen, f"byte-identical file already in an earlier split ({name} loses it)")
+        values = splits[name].cast_column("image", datasets.Image(decode=False))["image"]
+        for row, (h, value) in enumerate(zip(hashes[name], values)):
+            if h is not None:
+                seen.setdefault(h, _describe(value, name, row))

@@ -1,0 +1,17 @@
+"""Shared test fixtures. Real photos live outside the repository in ../shared/data (never copied in)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real photos for tests); skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test photos not found at {SHARED_DATA} (see shared/data/README.md)")
+    return SHARED_DATA
