@@ -133,7 +133,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(data)
 
 
-def _friendly_errors() -> tuple[type[BaseException], ...]:
+def friendly_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConfigError]
     for module, names in (("effv2birds.data", ("DataError",)),
                           ("effv2birds.models", ("WeightsError", "ModelConfigError")),
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = train(config)
             if os.environ.get("RANK", "0") == "0":  # once, also under `accelerate launch`
-                    print(f"best val top-1 {result.best_val_top1:.4f} at epoch {result.best_epoch}; "
+                print(f"best val top-1 {result.best_val_top1:.4f} at epoch {result.best_epoch}; "
                       f"run directory: {result.run_dir}")
             return 0
         return _predict(args)
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"effv2birds {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if isinstance(exc, _friendly_errors()) or isinstance(exc, FileNotFoundError):
+        if isinstance(exc, friendly_errors()) or isinstance(exc, FileNotFoundError):
             print(f"effv2birds {args.command}: error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -25,6 +25,7 @@ import argparse
 import sys
 import tomllib
 
+from effv2birds.cli import friendly_errors
 from effv2birds.config import ConfigError
 from effv2birds.study import EXPERIMENTS, PRESETS, plan_runs, run_planned, write_report
 from effv2birds.study.runner import save_skipped
@@ -71,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    skipped = run_planned(runs)
+    try:
+        skipped = run_planned(runs)
+    except friendly_errors() as exc:  # bad data, config or weights: the message says what to fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     from accelerate import PartialState
 

@@ -12,6 +12,7 @@ TrainConfig defaults < preset < config file < explicit overrides (``--set``, ``-
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,10 @@ def _base_config(preset: str, config_file: str | None, overrides: dict[str, Any]
         raise ConfigError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     values: dict[str, Any] = dict(PRESETS[preset])
     if config_file:
-        file_values = TrainConfig.from_file(config_file).to_dict()
-        defaults = TrainConfig().to_dict()
-        # Only what the file sets differently from the defaults overrides the preset.
-        values.update({k: v for k, v in file_values.items() if v != defaults[k]})
+        TrainConfig.from_file(config_file)  # a bad file fails here, naming the file
+        # exactly the keys the file sets override the preset (a file may set a value back to its default)
+        text = Path(config_file).expanduser().read_text()
+        values.update(json.loads(text) if str(config_file).endswith(".json") else tomllib.loads(text))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return values
 
@@ -133,7 +134,9 @@ def plan_runs(
         # The weights' own preprocessing: resize + center crop, ImageNet normalisation. The study used
         # 384 px; smaller presets train at the largest requested size to stay affordable.
         size = 384 if preset in ("blog", "full") else max(image_sizes)
-        common = dict(image_size=size, resize="resize_crop", normalize=True)
+        # ImageNet weights exist for the default architecture only, so all three runs use it
+        common = dict(image_size=size, resize="resize_crop", normalize=True, variant="default",
+                      width_multiplier=1.0, depth_multiplier=1.0)
         pre = dict(common, pretrained=True)
         runs += [
             PlannedRun("pretrained", "linear-probe", _config(values, out, "pretrained/linear-probe",

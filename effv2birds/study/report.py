@@ -87,7 +87,9 @@ def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, float):
-        return f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
+        if abs(value) >= 1000:
+            return f"{value:.0f}"
+        return f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.2g}"
     if isinstance(value, int) and value >= 100_000:
         return f"{value / 1e6:.2f}M"
     return str(value)
@@ -153,6 +155,10 @@ def _plots(out: Path, runs: list[PlannedRun], rows: list[dict[str, Any]]) -> lis
         fig.tight_layout(), fig.savefig(out / "ablation_accuracy_vs_size.png", dpi=100), plt.close(fig)
         made.append("ablation_accuracy_vs_size.png")
 
+    name = _schedule_plot(out, plt, [run for run in by_exp.get("progressive", []) if run.config.progressive.enabled])
+    if name:
+        made.append(name)
+
     scored = [(r["test_top1"], run) for r, run in zip(rows, runs) if r["status"] == "finished" and r["test_top1"] is not None]
     if scored:
         _, best = max(scored, key=lambda t: t[0])
@@ -168,6 +174,50 @@ def _plots(out: Path, runs: list[PlannedRun], rows: list[dict[str, Any]]) -> lis
             fig.tight_layout(), fig.savefig(out / "confusion_matrix_best.png", dpi=100), plt.close(fig)
             made.append("confusion_matrix_best.png")
     return made
+
+
+def _schedule_plot(out: Path, plt: Any, runs: list[PlannedRun]) -> str | None:
+    """``progressive_schedule.png``: image size and regularization per epoch, as each run recorded them."""
+    series = [(run, read_epochs(run.run_dir)) for run in runs]
+    series = [(run, epochs) for run, epochs in series if epochs and "randaug_magnitude" in epochs[0]]
+    if not series:
+        return None
+    fig, (ax_size, ax_reg) = plt.subplots(1, 2, figsize=(10, 4))
+    twin = ax_reg.twinx()  # rates in [0, 1] on their own axis
+    for run, epochs in series:
+        xs = [e["epoch"] for e in epochs]
+        ax_size.step(xs, [e["image_size"] for e in epochs], where="mid", label=run.run)
+        for key, style in (("randaug_magnitude", "-"), ("mixup_alpha", ":")):
+            ax_reg.step(xs, [e[key] or 0 for e in epochs], style, where="mid", label=f"{run.run}: {key}")
+        for key, style in (("dropout", "--"), ("stochastic_depth", "-.")):
+            if any(e.get(key) is not None for e in epochs):
+                twin.step(xs, [e.get(key) or 0 for e in epochs], style, where="mid", color="grey",
+                          label=f"{run.run}: {key}")
+    ax_size.set(xlabel="epoch", ylabel="train image size (px)", title="progressive learning: image size")
+    ax_reg.set(xlabel="epoch", ylabel="RandAugment magnitude / mixup alpha", title="regularization")
+    twin.set_ylabel("dropout / stochastic depth rate")
+    ax_size.legend(fontsize=7)
+    handles = ax_reg.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax_reg.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper left")
+    fig.tight_layout(), fig.savefig(out / "progressive_schedule.png", dpi=100), plt.close(fig)
+    return "progressive_schedule.png"
+
+
+def _progressive_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence comparing the progressive run with the fixed-size one (same epochs)."""
+    by_run = {r["run"]: r for r in rows if r["status"] == "finished"}
+    fixed, prog = by_run.get("fixed"), by_run.get("progressive")
+    if not fixed or not prog or fixed["test_top1"] is None or prog["test_top1"] is None:
+        return []
+    line = (f"Progressive vs fixed-size ({prog['epochs_run']} vs {fixed['epochs_run']} epochs): test top-1 "
+            f"{_fmt(prog['test_top1'])} vs {_fmt(fixed['test_top1'])} "
+            f"({prog['test_top1'] - fixed['test_top1']:+.2f} points)")
+    if fixed["train_time_s"] is not None and prog["train_time_s"] is not None:
+        line += f", train time {_fmt(prog['train_time_s'])} s vs {_fmt(fixed['train_time_s'])} s"
+        if fixed["train_time_s"] > 0:
+            line += f" ({prog['train_time_s'] / fixed['train_time_s']:.2f}x)"
+    return [line + ".", ""]
 
 
 def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[str, str] | None = None,
@@ -191,6 +241,8 @@ def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[s
         exp_rows = [r for r in rows if r["experiment"] == exp]
         data = ", ".join(sorted({str(r["data"]) for r in exp_rows}))
         lines += [f"## {exp}", "", f"Data: `{data}`.", "", _markdown_table(exp_rows)]
+        if exp == "progressive":
+            lines += _progressive_summary(exp_rows)
         for r in exp_rows:
             if r["status"] != "finished":
                 lines.append(f"- `{exp}/{r['run']}`: {r['status']}" + (f" — {r['note']}" if r["note"] else ""))

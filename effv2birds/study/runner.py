@@ -39,7 +39,7 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
         except WeightsNotFoundError as exc:
             if not run.needs_weights:
                 raise
-            skipped[run.name] = f"skipped: {exc}"
+            skipped[run.name] = str(exc)
             log(f"[{i}/{len(runs)}] {run.name}: skipped, no pretrained weights offline:\n{exc}")
     return skipped
 

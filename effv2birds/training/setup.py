@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -39,18 +39,20 @@ def tracker_name(config: TrainConfig) -> str | None:
 
 
 def load_data(config: TrainConfig, accelerator: Any,
-              train_size: int) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
-    """Load and cache the splits (``train`` at ``train_size``, the others at ``config.eval_size``).
+              train_sizes: Sequence[int]) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """Load and cache the splits: ``train`` once per size in ``train_sizes``, the others at ``config.eval_size``.
 
-    Returns ``(splits, class_names, data_report)``; the main process builds the caches first.
+    Returns ``(splits, class_names, data_report)`` where ``splits["train"]`` maps each size to its
+    ``CachedSplit`` (progressive learning trains each stage on its own pre-resized cache, resized by
+    PIL exactly like a fixed-size run at that size); the main process builds the caches first.
 
     >>> import tempfile
     >>> from accelerate import Accelerator
     >>> from effv2birds import TrainConfig
     >>> cfg = TrainConfig(synthetic_size=40, max_samples=40, cache_dir=tempfile.mkdtemp())
-    >>> splits, names, report = load_data(cfg, Accelerator(cpu=True), 32)
-    >>> sorted(splits), len(names) == len(report["class_names"])
-    (['test', 'train', 'validation'], True)
+    >>> splits, names, report = load_data(cfg, Accelerator(cpu=True), [16, 32])
+    >>> sorted(splits), sorted(splits["train"]), len(names) == len(report["class_names"])
+    (['test', 'train', 'validation'], [16, 32], True)
     """
     from effv2birds import data as data_mod
 
@@ -61,21 +63,35 @@ def load_data(config: TrainConfig, accelerator: Any,
             test_fraction=config.test_fraction, seed=config.seed, synthetic_size=config.synthetic_size,
             num_proc=config.num_proc,
         )
-        splits = {}
-        for name in ("train", "validation", "test"):
+        splits: dict[str, Any] = {}
+
+        def cache(name: str, size: int) -> Any:
+            return data_mod.cache_split(ds[name], size, resize=config.resize, cache_dir=config.cache_dir,
+                                        num_proc=config.num_proc)
+
+        if "train" in ds and len(ds["train"]) > 0:
+            splits["train"] = {size: cache("train", size) for size in sorted(set(train_sizes))}
+        for name in ("validation", "test"):
             if name in ds and len(ds[name]) > 0:
-                size = train_size if name == "train" else config.eval_size
-                splits[name] = data_mod.cache_split(ds[name], size, resize=config.resize,
-                                                    cache_dir=config.cache_dir, num_proc=config.num_proc)
+                splits[name] = cache(name, config.eval_size)
     for name in ("train", "validation"):
         if name not in splits:
             raise data_mod.DataError(
                 f"the data set {config.data!r} has no {name!r} images after splitting; add images, "
                 "or raise val_fraction/max_samples"
             )
-    class_names = list(splits["train"].class_names)
-    report = {**data_mod.data_report(ds), "cached_splits": {name: len(split) for name, split in splits.items()},
-              "class_names": class_names}
+    train = list(splits["train"].values())
+    # every stage must see the same images in the same order (a file may decode at one size only)
+    if any(not torch.equal(t.labels, train[0].labels) for t in train[1:]):
+        raise data_mod.DataError(
+            "the train caches at sizes " + ", ".join(str(t.image_size) for t in train) + " hold different "
+            "images (some file decoded at one size but not another); delete the cache entries under "
+            f"{config.cache_dir or 'the default cache dir'} or remove the damaged files"
+        )
+    class_names = list(train[0].class_names)
+    report = {**data_mod.data_report(ds), "class_names": class_names,
+              "cached_splits": {name: len(train[0] if name == "train" else split) for name, split in splits.items()},
+              "train_cache_sizes": [t.image_size for t in train]}
     return splits, class_names, report
 
 

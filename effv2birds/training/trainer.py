@@ -169,11 +169,11 @@ def train(config: TrainConfig) -> TrainResult:
         write_json(run_dir / "environment.json", environment_info(accelerator, config))
 
     # --- data ----------------------------------------------------------------------------------
-    # progressive learning: the train split is cached once at the largest stage size and each stage's
-    # size is produced on the device by BatchAugment (output_size)
+    # progressive learning: one pre-resized train cache per stage size (built once, reused by later
+    # runs), so each stage sees the same PIL-resized images as a fixed-size run at that size
     stages = [stage_settings(config, e) for e in range(config.epochs)]
-    train_size = max(s.image_size for s in stages)
-    splits, class_names, data_report = load_data(config, accelerator, train_size)
+    train_sizes = sorted({s.image_size for s in stages})
+    splits, class_names, data_report = load_data(config, accelerator, train_sizes)
     if is_main:
         write_json(run_dir / "data_report.json", data_report)
     num_classes = len(class_names)
@@ -199,20 +199,29 @@ def train(config: TrainConfig) -> TrainResult:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    train_split = splits["train"]
     per_step_batch = config.batch_size * accelerator.num_processes
-    train_loader = make_loader(train_split, config.batch_size, shuffle=True, seed=config.seed,
-                               drop_last=len(train_split) >= per_step_batch,
-                               device=data_device(config, accelerator, train_split))
+    # the caches hold the same images, so all train loaders have the same length and shuffle order
+    train_loaders = [make_loader(split, config.batch_size, shuffle=True, seed=config.seed,
+                                 drop_last=len(split) >= per_step_batch,
+                                 device=data_device(config, accelerator, split))
+                     for split in splits["train"].values()]
     val_loader = make_loader(splits["validation"], config.batch_size, shuffle=False)
     test_loader = make_loader(splits["test"], config.batch_size, shuffle=False) if "test" in splits else None
     optimizer = build_optimizer(model, config, global_batch_size=per_step_batch * config.grad_accum_steps)
     if config.compile:
+        if config.progressive.enabled:
+            # each stage's new size and dropout/drop-path rates fail dynamo's guards once, in train and
+            # in eval mode: 2 graphs per stage must fit the recompile limit (8 by default), or dynamo
+            # silently falls back to eager for the rest of the run (docs/training.md#progressive-learning)
+            import torch._dynamo as dynamo  # binds only `dynamo`: `torch` stays the module global
+
+            dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, 2 * config.progressive.stages + 2)
         model = torch.compile(model)
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    model, optimizer, *train_loaders, val_loader = accelerator.prepare(model, optimizer, *train_loaders, val_loader)
+    train_loader_of = dict(zip(train_sizes, train_loaders))
     if test_loader is not None:
         test_loader = accelerator.prepare(test_loader)
-    steps_per_epoch = math.ceil(len(train_loader) / config.grad_accum_steps)
+    steps_per_epoch = math.ceil(len(train_loaders[0]) / config.grad_accum_steps)
     schedule = build_schedule(optimizer, config, steps_per_epoch=steps_per_epoch)
     augment = BatchAugment(
         num_classes, mean=mean, std=std, normalize=config.normalize, random_crop=config.random_crop,
@@ -274,7 +283,7 @@ def train(config: TrainConfig) -> TrainResult:
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     stop_reason = ""
     stopped_early = False
-    bar = tqdm(total=len(train_loader), disable=not (is_main and config.progress_bar), dynamic_ncols=True)
+    bar = tqdm(total=len(train_loaders[0]), disable=not (is_main and config.progress_bar), dynamic_ncols=True)
 
     def budget_left() -> bool:
         return config.max_steps is None or state.global_step < config.max_steps
@@ -282,8 +291,8 @@ def train(config: TrainConfig) -> TrainResult:
     while state.epoch < config.epochs and budget_left() and not stop_reason:
         epoch = state.epoch
         stage = stages[epoch]
+        train_loader = train_loader_of[stage.image_size]  # also right after a resume mid-stage
         if config.progressive.enabled:  # EfficientNetV2 Sec. 4: bigger images, stronger regularization
-            augment.output_size = stage.image_size if stage.image_size != train_size else None
             augment.randaug_magnitude, augment.mixup_alpha = stage.randaug_magnitude, stage.mixup_alpha
             set_regularization(model, dropout=stage.dropout, stochastic_depth=stage.stochastic_depth)
         set_train_mode(model, head)
@@ -373,7 +382,7 @@ def train(config: TrainConfig) -> TrainResult:
         record = {"kind": "epoch", "epoch": epoch + 1, "step": state.global_step,
                   "train_loss": sums[0] / max(sums[2], 1), "train_top1": sums[1] / max(sums[2], 1),
                   "lr": schedule.get_last_lr()[0], "images_per_s": epoch_images / max(train_time, 1e-9),
-                  "image_size": stage.image_size, "time_s": state.train_time_s}
+                  "time_s": state.train_time_s, **stage.to_dict()}  # stage, image_size, regularization
         if (epoch + 1) % config.eval_every_epochs == 0 or last_epoch:
             val = evaluate(val_loader)
             record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"],
