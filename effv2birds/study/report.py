@@ -177,22 +177,27 @@ def _plots(out: Path, runs: list[PlannedRun], rows: list[dict[str, Any]]) -> lis
 
 
 def _schedule_plot(out: Path, plt: Any, runs: list[PlannedRun]) -> str | None:
-    """``progressive_schedule.png``: image size and regularization per epoch, as each run recorded them."""
-    series = [(run, read_epochs(run.run_dir)) for run in runs]
-    series = [(run, epochs) for run, epochs in series if epochs and "randaug_magnitude" in epochs[0]]
+    """``progressive_schedule.png``: image size and regularization per epoch of the progressive runs:
+    the planned schedule (lines, from the run's config) and what each epoch recorded (dots)."""
+    from effv2birds.progressive import schedule_table
+
+    series = [(run, schedule_table(run.config), read_epochs(run.run_dir)) for run in runs
+              if run.config.progressive.enabled]
     if not series:
         return None
     fig, (ax_size, ax_reg) = plt.subplots(1, 2, figsize=(10, 4))
     twin = ax_reg.twinx()  # rates in [0, 1] on their own axis
-    for run, epochs in series:
-        xs = [e["epoch"] for e in epochs]
-        ax_size.step(xs, [e["image_size"] for e in epochs], where="mid", label=run.run)
+    for run, planned, recorded in series:
+        xs = [e["epoch"] for e in planned]
+        line, = ax_size.step(xs, [e["image_size"] for e in planned], ".-", where="post", label=f"{run.run} (planned)")
+        ax_size.plot([e["epoch"] for e in recorded], [e["image_size"] for e in recorded], "o",
+                     color=line.get_color(), label=f"{run.run} (recorded)")
         for key, style in (("randaug_magnitude", "-"), ("mixup_alpha", ":")):
-            ax_reg.step(xs, [e[key] or 0 for e in epochs], style, where="mid", label=f"{run.run}: {key}")
+            ax_reg.step(xs, [e[key] or 0 for e in planned], "." + style, where="post", label=key)
         for key, style in (("dropout", "--"), ("stochastic_depth", "-.")):
-            if any(e.get(key) is not None for e in epochs):
-                twin.step(xs, [e.get(key) or 0 for e in epochs], style, where="mid", color="grey",
-                          label=f"{run.run}: {key}")
+            if any(e.get(key) is not None for e in planned):
+                twin.step(xs, [e.get(key) or 0 for e in planned], "." + style, where="post", color="grey",
+                          label=key)
     ax_size.set(xlabel="epoch", ylabel="train image size (px)", title="progressive learning: image size")
     ax_reg.set(xlabel="epoch", ylabel="RandAugment magnitude / mixup alpha", title="regularization")
     twin.set_ylabel("dropout / stochastic depth rate")
