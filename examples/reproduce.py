@@ -2,12 +2,12 @@
 
 Command:   accelerate launch examples/reproduce.py            (or: python examples/reproduce.py)
 Hardware:  any; the default `quick` preset runs on a 2-core CPU.
-Run time:  quick preset, all experiments on built-in synthetic birds: a few minutes on a 2-core CPU
+Run time:  quick preset, all 18 runs on built-in synthetic birds: about 6 minutes on a 2-core CPU
            (pretrained runs are skipped offline unless --weights FILE or a cached file exists).
 Result:    OUTPUT/report.md, results.csv, results.json and PNG plots; the quick preset is a smoke
-           run (a few steps per run), so its accuracies are near chance by design. The study's
-           settings are `--preset blog`; our recipe on real photos is `--preset ours`
-           (docs/results.md has measured numbers).
+           run (4 epochs of 3 steps per run), so its accuracies are near chance by design. The study's
+           settings are `--preset blog`; our recipe is `--preset ours`: on birds25-mini at 32 px,
+           40.6 % test top-1 (the study: 6 %) in about an hour on a 2-core CPU (docs/results.md).
 
 Examples:
     accelerate launch examples/reproduce.py --experiment new-data --preset ours \\

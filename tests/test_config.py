@@ -94,3 +94,12 @@ def test_import_has_no_heavy_side_effects():
     code = "import sys, effv2birds; from effv2birds import TrainConfig; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_public_name_resolves():
+    import effv2birds
+
+    missing = [name for name in effv2birds.__all__ if getattr(effv2birds, name, None) is None]
+    assert not missing
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        effv2birds.nope  # noqa: B018
