@@ -15,3 +15,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test photos not found at {SHARED_DATA} (see shared/data/README.md)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """Training tests run one torch thread: on 2 shared cores that is several times faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,7 +12,10 @@ from effv2birds.config import PROGRESSIVE_PRESETS, ProgressiveConfig, TrainConfi
 from effv2birds.progressive import schedule_table, stage_of_epoch, stage_settings
 from effv2birds.training.checkpoint import STATE_FILE
 
-pytestmark = pytest.mark.filterwarnings("ignore:model input of .* px:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:model input of .* px:UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 TINY = dict(data="synthetic", synthetic_size=60, max_samples=30, batch_size=8, width_multiplier=0.25,
             depth_multiplier=0.1, progress_bar=False, log_with="none", cpu=True, warmup_epochs=0.0,
@@ -21,14 +24,6 @@ TINY = dict(data="synthetic", synthetic_size=60, max_samples=30, batch_size=8, w
 PROG = ProgressiveConfig(stages=3, size_start=24, size_end=40, randaug_start=2, randaug_end=10,
                          mixup_start=0.0, mixup_end=0.4, dropout_start=0.1, dropout_end=0.3,
                          stochastic_depth_start=0.0, stochastic_depth_end=0.2, eval_size=40)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _expected(prog: ProgressiveConfig, epoch: int, epochs: int) -> dict:

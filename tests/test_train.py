@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.filterwarnings("ignore:model input of 32 px:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:model input of 32 px:UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 from effv2birds import ConfigError, TrainConfig
 from effv2birds.training import NonFiniteLossError, TrainResult, load_trained, should_stop_early, train
@@ -21,14 +24,6 @@ TINY = dict(data="synthetic", synthetic_size=48, max_samples=48, image_size=32, 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(tmp_path, cache_dir, name="run", **changes) -> TrainConfig:
