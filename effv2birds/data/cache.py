@@ -19,6 +19,8 @@ that a later run takes for a finished cache.
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import logging
@@ -77,6 +79,19 @@ class CachedSplit:
         """
         return CachedSplit(self.images.to(device), self.labels.to(device), self.class_names,
                            self.image_size, self.resize, self.path, self.skipped)
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
 def default_cache_dir() -> Path:
@@ -238,7 +253,8 @@ def cache_split(
             cache_file_name=str(tmp / "map.arrow"), load_from_cache_file=False, new_fingerprint=key,
             desc=f"caching {split.split or 'split'} at {image_size}px",
         )
-        built.save_to_disk(str(tmp / "data"))
+        with _no_progress_bars():  # the "caching" bar above already showed the work
+            built.save_to_disk(str(tmp / "data"))
         errors = built["error"]
         paths = raw.cast_column("image", datasets.Image(decode=False))["image"] if any(errors) else []
         bad = [i for i, e in enumerate(errors) if e]
