@@ -22,6 +22,7 @@ Rerunning the same command skips finished runs (reusing their results) and resum
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tomllib
 
@@ -65,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = plan_runs(args.experiment, preset=args.preset, output_dir=args.output,
                          image_sizes=tuple(args.image_sizes), config_file=args.config, overrides=overrides)
         if args.weights:
-            runs = [r if not r.needs_weights else
-                    type(r)(r.experiment, r.run, r.config.replace(weights=args.weights), r.note, r.needs_weights)
+            runs = [dataclasses.replace(r, config=r.config.replace(weights=args.weights)) if r.needs_weights else r
                     for r in runs]
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

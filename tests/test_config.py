@@ -1,5 +1,6 @@
 """The configuration dataclasses: validation messages, file round trips, precedence."""
 
+import dataclasses
 import doctest
 import json
 import subprocess
@@ -86,7 +87,7 @@ def test_unknown_keys_and_bad_files_are_named(tmp_path):
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().epochs = 3  # type: ignore[misc]
 
 

@@ -260,3 +260,31 @@ def test_docs_snippets_run(tmp_path, monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exec(compile(code, f"docs/models.md block {i}", "exec"), {"__name__": "__docs__"})
+
+
+@pytest.mark.parametrize("backend", ["torchvision", "timm"])
+def test_zero_init_residual_starts_every_block_as_identity(backend):
+    from effv2birds.models import zero_init_residual_
+
+    model = build_model(backend=backend, num_classes=25)
+    assert zero_init_residual_(model) == 35  # the same residual blocks on both backends
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), torch.zeros(2, 25))  # first loss is exactly ln(25)
+    # a block's branch contributes nothing: its output equals its input
+    block = next(m for m in model.modules() if getattr(m, "use_res_connect", False) or getattr(m, "has_skip", False))
+    probe = torch.randn(1, 24, 16, 16)
+    assert torch.allclose(block(probe), probe)
+    # and the network still learns: the head gets a gradient on the first step
+    model.train()
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([1, 2])).backward()
+    linear = next(m for m in get_classifier(model).modules() if isinstance(m, nn.Linear))
+    assert linear.weight.grad.abs().sum() > 0
+
+
+def test_zero_init_is_not_applied_over_loaded_weights(tmp_path):
+    source = build_model(num_classes=5, depth_multiplier=0.1)
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    model = build_model(num_classes=5, depth_multiplier=0.1, weights=tmp_path / "w.pth", zero_init_residual=True)
+    for (name, a), b in zip(source.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name

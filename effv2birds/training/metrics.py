@@ -33,6 +33,14 @@ __all__ = [
 _RANKED = datasets.Sequence(datasets.Value("int64"))
 
 
+def _ranked_info(description: str, inputs: str) -> evaluate.MetricInfo:
+    """MetricInfo of a metric fed ranked class indices and true classes."""
+    return evaluate.MetricInfo(
+        description=description, citation="", inputs_description=inputs,
+        features=datasets.Features({"predictions": _RANKED, "references": datasets.Value("int64")}),
+    )
+
+
 def rank_predictions(logits: Any, k: int = 5) -> Any:
     """Top-``k`` class indices of each row of ``logits`` (torch tensor), best first.
 
@@ -52,12 +60,8 @@ class TopKAccuracy(evaluate.Metric):
     """
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Top-1 and top-5 accuracy of ranked class predictions.",
-            citation="",
-            inputs_description="predictions: ranked class indices per sample; references: true class.",
-            features=datasets.Features({"predictions": _RANKED, "references": datasets.Value("int64")}),
-        )
+        return _ranked_info("Top-1 and top-5 accuracy of ranked class predictions.",
+                            "predictions: ranked class indices per sample; references: true class.")
 
     def _compute(self, predictions, references, **_: Any) -> dict[str, float]:
         refs = np.asarray(references, dtype=np.int64)
@@ -80,12 +84,8 @@ class ClassReport(evaluate.Metric):
     """
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Macro-F1, per-class accuracy and confusion matrix (rows: true class).",
-            citation="",
-            inputs_description="predictions: ranked class indices per sample (first is used); references.",
-            features=datasets.Features({"predictions": _RANKED, "references": datasets.Value("int64")}),
-        )
+        return _ranked_info("Macro-F1, per-class accuracy and confusion matrix (rows: true class).",
+                            "predictions: ranked class indices per sample (first is used); references.")
 
     def _compute(self, predictions, references, num_classes: int | None = None, **_: Any) -> dict[str, Any]:
         from sklearn.metrics import confusion_matrix, f1_score

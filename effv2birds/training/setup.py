@@ -61,7 +61,7 @@ def load_data(config: TrainConfig, accelerator: Any,
             config.data, image_column=config.image_column, label_column=config.label_column,
             per_class=config.per_class, max_samples=config.max_samples, val_fraction=config.val_fraction,
             test_fraction=config.test_fraction, seed=config.seed, synthetic_size=config.synthetic_size,
-            num_proc=config.num_proc,
+            num_proc=config.num_proc, cache_dir=config.cache_dir,
         )
         splits: dict[str, Any] = {}
 

@@ -218,7 +218,7 @@ def train(config: TrainConfig) -> TrainResult:
             dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, 2 * config.progressive.stages + 2)
         model = torch.compile(model)
     model, optimizer, *train_loaders, val_loader = accelerator.prepare(model, optimizer, *train_loaders, val_loader)
-    train_loader_of = dict(zip(train_sizes, train_loaders))
+    train_loader_of = dict(zip(splits["train"], train_loaders))  # image size -> its prepared loader
     if test_loader is not None:
         test_loader = accelerator.prepare(test_loader)
     steps_per_epoch = math.ceil(len(train_loaders[0]) / config.grad_accum_steps)
