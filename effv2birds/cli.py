@@ -32,7 +32,7 @@ _HELP = {
     "lr": "peak learning rate (per 256 images with --lr-scaling linear)",
     "resume": "'latest' or a checkpoint folder (RUN_DIR/checkpoints/step-...)",
     "output_dir": "run directory (weights, metrics, checkpoints, model card)",
-    "mixed_precision": "no, fp16 (GPU) or bf16",
+    "mixed_precision": "auto (bf16 on a GPU that has it, else no; accelerate launch --mixed_precision wins), no, fp16 (GPU) or bf16",
     "early_stop_patience": "stop after this many epochs without a better val top-1 (after --min-epochs)",
 }
 

@@ -226,7 +226,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (quick runs, tests)
 
     # --- devices -----------------------------------------------------------------------------
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16 on a bf16 GPU, else no
     cpu: bool = False  # force CPU (and a gloo group under `accelerate launch`)
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False

@@ -16,6 +16,7 @@ RNG, so seeding torch (or ``accelerate.utils.set_seed``) makes it reproducible.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -62,15 +63,24 @@ def to_model_input(
     return _scale(images_uint8, mean=mean, std=std, normalize=normalize, channels_last=channels_last, size=size)
 
 
+@functools.lru_cache(maxsize=64)
+def _affine(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) with ``x * scale + shift == (x / 255 - mean) / std``, built once per device:
+    a fresh ``torch.as_tensor(list, device="cuda")`` per batch would wait for the GPU every step."""
+    std_t = torch.tensor(std, dtype=torch.float32)
+    scale = 1.0 / (255.0 * std_t)
+    shift = -torch.tensor(mean, dtype=torch.float32) / std_t
+    return shift.view(1, -1, 1, 1).to(device), scale.view(1, -1, 1, 1).to(device)
+
+
 def _scale(images, *, mean, std, normalize, channels_last, size) -> torch.Tensor:
     """uint8 or float (0-255) -> normalised float32, one fused multiply-add."""
     x = images.float()
     if size is not None and tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     if normalize:
-        scale = 1.0 / (255.0 * torch.as_tensor(std, dtype=torch.float32, device=x.device))
-        shift = -torch.as_tensor(mean, dtype=torch.float32, device=x.device) / torch.as_tensor(std, device=x.device)
-        x = torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+        shift, scale = _affine(tuple(map(float, mean)), tuple(map(float, std)), x.device)
+        x = torch.addcmul(shift, x, scale)
     else:
         x = x.mul(1.0 / 255.0) if x.dtype == images.dtype else x.mul_(1.0 / 255.0)
     if channels_last:
@@ -155,8 +165,8 @@ class BatchAugment(nn.Module):
         windows = xp.unfold(2, h, 1).unfold(3, w, 1)  # (B, C, 2p+1, 2p+1, h, w)
         off = torch.randint(0, 2 * pad + 1, (b, 2), device=dev)
         out = windows[torch.arange(b, device=dev), :, off[:, 0], off[:, 1]]
-        if flip is not None:
-            out[flip] = out[flip].flip(-1)
+        if flip is not None:  # torch.where, not out[flip]: boolean indexing waits for the GPU
+            out = torch.where(flip.view(b, 1, 1, 1), out.flip(-1), out)
         return out
 
     def _resized_crop(self, x: torch.Tensor, flip: torch.Tensor | None, out: int, as_uint8: bool) -> torch.Tensor:

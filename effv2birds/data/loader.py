@@ -46,7 +46,11 @@ class TensorPairDataset(Dataset):
         return self.images[index], self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]):
-        idx = torch.as_tensor(indices, dtype=torch.long, device=self.labels.device)
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if self.labels.device.type == "cuda":
+            # a GPU-resident split: copy the indices from pinned memory without blocking, since a
+            # plain host-to-GPU copy would wait for all queued GPU work every step
+            idx = idx.pin_memory().to(self.labels.device, non_blocking=True)
         return self.images[idx], self.labels[idx]
 
 
@@ -67,12 +71,15 @@ def make_loader(
     drop_last: bool = False,
     seed: int = 0,
     device: Any = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A ``DataLoader`` yielding ``(images uint8 (B,3,S,S), labels int64 (B,))``.
 
     ``shuffle=True`` uses a ``RandomSampler`` driven by a generator seeded with ``seed`` (two
     loaders with the same seed give the same order, and each epoch a new one). ``device`` moves
-    the whole split there once (e.g. ``"cuda"`` when it fits), so batches need no transfer.
+    the whole split there once (e.g. ``"cuda"`` when it fits), so batches need no transfer;
+    otherwise ``pin_memory=True`` (with a CUDA device) lets the trainer copy each batch to the GPU
+    without blocking.
 
     >>> import torch
     >>> from effv2birds.data.cache import CachedSplit
@@ -98,5 +105,5 @@ def make_loader(
         generator=generator,
         collate_fn=passthrough_collate,
         num_workers=0,  # batches are slices of an in-memory tensor: workers would only add copies
-        pin_memory=False,
+        pin_memory=bool(pin_memory) and device is None and torch.cuda.is_available(),
     )

@@ -229,7 +229,7 @@ classes it was never shown (it always answers with one of its classes). Not for 
 optimizer `{config.optimizer}`, lr {config.lr} ({config.lr_scaling} scaling), schedule `{config.schedule}`,
 batch size {config.batch_size} per process x {result.get("world_size", 1)} process(es) x
 {config.grad_accum_steps} accumulation steps, weight decay {config.weight_decay},
-label smoothing {config.label_smoothing}, mixed precision `{config.mixed_precision}`,
+label smoothing {config.label_smoothing}, mixed precision `{result.get("mixed_precision", config.mixed_precision)}`,
 epochs run {result.get("epochs_run")} (best epoch {result.get("best_epoch")}),
 pretrained: {config.pretrained or bool(config.weights)}. The full configuration is in `config.toml`.
 

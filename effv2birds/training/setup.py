@@ -9,6 +9,7 @@ False
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,7 +19,7 @@ from effv2birds.config import ConfigError, TrainConfig
 from effv2birds.training.checkpoint import list_checkpoints
 
 __all__ = ["RESUMABLE_CHANGES", "check_run_dir", "data_device", "finish_trackers", "freeze_backbone",
-           "load_data", "set_train_mode", "tracker_name"]
+           "load_data", "resolve_mixed_precision", "set_train_mode", "tracker_name"]
 
 
 def tracker_name(config: TrainConfig) -> str | None:
@@ -93,6 +94,28 @@ def load_data(config: TrainConfig, accelerator: Any,
               "cached_splits": {name: len(train[0] if name == "train" else split) for name, split in splits.items()},
               "train_cache_sizes": [t.image_size for t in train]}
     return splits, class_names, report
+
+
+def resolve_mixed_precision(config: TrainConfig) -> str:
+    """``config.mixed_precision``, with ``"auto"`` resolved: the ``accelerate launch --mixed_precision``
+    choice when one was made, else bf16 on a GPU with native bf16 (Ampere or newer), else fp32 ("no").
+
+    >>> from effv2birds import TrainConfig
+    >>> resolve_mixed_precision(TrainConfig(mixed_precision="auto", cpu=True))
+    'no'
+    """
+    if config.mixed_precision != "auto":
+        return config.mixed_precision
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "").lower()
+    if launched in ("no", "fp16", "bf16"):
+        return launched if not (config.cpu and launched == "fp16") else "no"
+    if config.cpu or not torch.cuda.is_available():
+        return "no"
+    try:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the argument
+        native = torch.cuda.is_bf16_supported()
+    return "bf16" if native else "no"
 
 
 def data_device(config: TrainConfig, accelerator: Any, train_split: Any) -> torch.device | None:

@@ -33,7 +33,7 @@ from effv2birds.config import ConfigError, TrainConfig
 from effv2birds.training.checkpoint import (checkpoint_name, load_checkpoint, prune_checkpoints, resolve_resume,
                                             save_checkpoint)
 from effv2birds.training.evaluation import evaluate_model
-from effv2birds.training.optim import build_optimizer, build_schedule
+from effv2birds.training.optim import build_optimizer, build_schedule, nonfinite_skipper
 from effv2birds.training.records import (MetricsLog, environment_info, read_weights, save_weights, write_json,
                                          write_model_card)
 from effv2birds.training.setup import (check_run_dir, data_device, finish_trackers, freeze_backbone, load_data,
@@ -70,6 +70,8 @@ class TrainResult:
     stopped_early: bool
     global_steps: int = 0
     stop_reason: str = ""
+    skipped_steps: int = 0  # optimizer steps skipped because a loss was NaN/inf
+    mixed_precision: str = "no"  # as resolved for this run ("auto" -> "bf16" or "no")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -88,11 +90,13 @@ class _Counters:
         self.best_epoch = -1
         self.best_val: dict[str, Any] = {}
         self.best_step: int | None = None  # its checkpoint is never pruned
-        self.nonfinite_streak = 0
         self.train_time_s = 0.0
         self.images_seen = 0  # training images over all processes, for images/s
-        # per-epoch sums, kept on the device so that no step waits for the host
-        self.sums = torch.zeros(3, dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+        # per-epoch sums (loss, correct, images) and non-finite-step counters (current streak,
+        # longest streak, total skipped), kept on the device so that no step waits for the host
+        dtype = torch.float64 if device.type != "mps" else torch.float32
+        self.sums = torch.zeros(3, dtype=dtype, device=device)
+        self.nonfinite = torch.zeros(3, dtype=dtype, device=device)
 
     def state_dict(self) -> dict[str, Any]:
         return {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
@@ -100,7 +104,16 @@ class _Counters:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         device = self.sums.device
         self.__dict__.update(state)
-        self.sums = self.sums.to(device)
+        for name, value in list(self.__dict__.items()):
+            if torch.is_tensor(value):
+                setattr(self, name, value.to(device))
+
+    def count_step(self, bad: torch.Tensor) -> None:
+        """Update the non-finite counters with this step's 0/1 flag, on the device."""
+        streak, longest, total = self.nonfinite.unbind()
+        streak.add_(bad).mul_(bad)  # +1 while bad, back to 0 after a good step
+        torch.maximum(longest, streak, out=longest)
+        total.add_(bad)
 
 
 def should_stop_early(epochs_done: int, best_epoch: int, *, min_epochs: int, patience: int | None) -> bool:
@@ -130,6 +143,7 @@ def train(config: TrainConfig) -> TrainResult:
     from effv2birds.data import BatchAugment, make_loader
     from effv2birds.models import build_model, get_transforms, model_facts, set_regularization
     from effv2birds.progressive import stage_settings
+    from effv2birds.training.setup import resolve_mixed_precision
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train() needs a TrainConfig, got {type(config).__name__}")
@@ -140,17 +154,21 @@ def train(config: TrainConfig) -> TrainResult:
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     tracker = tracker_name(config)
+    precision = resolve_mixed_precision(config)
+    on_cuda = torch.cuda.is_available() and not config.cpu
     try:
         accelerator = Accelerator(
-            mixed_precision=config.mixed_precision,
+            mixed_precision=precision,
             gradient_accumulation_steps=config.grad_accum_steps,
             cpu=config.cpu,
             log_with=tracker,
             project_dir=str(run_dir),
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+            # non_blocking: pinned CPU batches are copied to the GPU while it still computes
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed,
+                                                      non_blocking=on_cuda),
         )
     except ValueError as exc:  # e.g. fp16 without a GPU
-        raise ConfigError(f"the devices cannot run this config (mixed_precision={config.mixed_precision!r}, "
+        raise ConfigError(f"the devices cannot run this config (mixed_precision={precision!r}, "
                           f"cpu={config.cpu}): {exc}") from exc
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if launched != accelerator.num_processes:
@@ -201,13 +219,16 @@ def train(config: TrainConfig) -> TrainResult:
 
     per_step_batch = config.batch_size * accelerator.num_processes
     # the caches hold the same images, so all train loaders have the same length and shuffle order
+    pin = accelerator.device.type == "cuda"
     train_loaders = [make_loader(split, config.batch_size, shuffle=True, seed=config.seed,
                                  drop_last=len(split) >= per_step_batch,
-                                 device=data_device(config, accelerator, split))
+                                 device=data_device(config, accelerator, split), pin_memory=pin)
                      for split in splits["train"].values()]
-    val_loader = make_loader(splits["validation"], config.batch_size, shuffle=False)
-    test_loader = make_loader(splits["test"], config.batch_size, shuffle=False) if "test" in splits else None
-    optimizer = build_optimizer(model, config, global_batch_size=per_step_batch * config.grad_accum_steps)
+    val_loader = make_loader(splits["validation"], config.batch_size, shuffle=False, pin_memory=pin)
+    test_loader = (make_loader(splits["test"], config.batch_size, shuffle=False, pin_memory=pin)
+                   if "test" in splits else None)
+    optimizer = build_optimizer(model, config, global_batch_size=per_step_batch * config.grad_accum_steps,
+                                fused=accelerator.device.type in ("cpu", "cuda"))
     if config.compile:
         if config.progressive.enabled:
             # each stage's new size and dropout/drop-path rates fail dynamo's guards once, in train and
@@ -280,6 +301,7 @@ def train(config: TrainConfig) -> TrainResult:
         return {k.replace("_orig_mod.", ""): v for k, v in weights.items()}  # torch.compile's prefix
 
     # --- the loop ---------------------------------------------------------------------------------
+    skip_on_device, skip_if = nonfinite_skipper(optimizer, precision)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     stop_reason = ""
     stopped_early = False
@@ -288,6 +310,7 @@ def train(config: TrainConfig) -> TrainResult:
     def budget_left() -> bool:
         return config.max_steps is None or state.global_step < config.max_steps
 
+    loop_start = time.perf_counter()
     while state.epoch < config.epochs and budget_left() and not stop_reason:
         epoch = state.epoch
         stage = stages[epoch]
@@ -305,6 +328,7 @@ def train(config: TrainConfig) -> TrainResult:
         bar.update(state.batch_in_epoch)
         bar.set_description(f"epoch {epoch + 1}/{config.epochs} {stage.image_size}px")
         epoch_start, epoch_images = time.perf_counter(), 0
+        done_time, done_images = 0.0, 0  # parts of this epoch before a mid-epoch checkpoint
         log_start, log_images = epoch_start, 0
         step_bad = torch.zeros((), dtype=torch.bool, device=accelerator.device)
         for images, labels in loader:
@@ -328,17 +352,16 @@ def train(config: TrainConfig) -> TrainResult:
                 epoch_images += n * accelerator.num_processes
                 log_images += n * accelerator.num_processes
                 if accelerator.sync_gradients:
-                    # the one per-step read: whether any process saw a NaN/inf loss (all decide alike)
-                    skip = bool(accelerator.reduce(step_bad.float(), reduction="sum").item() > 0)
+                    # 1.0 when any process saw a NaN/inf loss: every process skips the step alike
+                    bad_step = accelerator.reduce(step_bad.to(state.nonfinite.dtype), reduction="sum").clamp_(max=1)
                     step_bad.zero_()
-                    if skip:
-                        state.nonfinite_streak += 1
-                    else:
-                        state.nonfinite_streak = 0
+                    state.count_step(bad_step)
+                    if skip_on_device or not bad_step.item():  # .item() only for optimizers that need it
                         if config.grad_clip is not None:
                             accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-                        optimizer.step()
-                        if ema is not None:
+                        with skip_if(bad_step):
+                            optimizer.step()
+                        if ema is not None:  # after a skipped step the weights it averages are unchanged
                             ema.update(accelerator.unwrap_model(model, keep_torch_compile=False),
                                        step=state.global_step)
                     optimizer.zero_grad(set_to_none=True)
@@ -346,16 +369,20 @@ def train(config: TrainConfig) -> TrainResult:
                     schedule.step()
             bar.update(1)
             if accelerator.sync_gradients:
-                if state.nonfinite_streak >= config.max_nonfinite_steps:
+                # without a host-side skip the streak is read at logging time only (one sync per
+                # log_every_steps); the steps in between were skipped on the device anyway
+                if ((not skip_on_device or state.global_step % config.log_every_steps == 0)
+                        and state.nonfinite[1].item() >= config.max_nonfinite_steps):
                     stop_reason = "nonfinite"
                     break
                 if state.global_step % config.log_every_steps == 0:
-                    now = time.perf_counter()
                     sums = accelerator.reduce(state.sums.clone(), reduction="sum").tolist()
+                    now = time.perf_counter()  # after the read, so the queued GPU work is done
                     ips = log_images / max(now - log_start, 1e-9)
                     record = {"kind": "step", "step": state.global_step, "epoch": epoch,
                               "loss": sums[0] / max(sums[2], 1), "top1": sums[1] / max(sums[2], 1),
-                              "lr": schedule.get_last_lr()[0], "images_per_s": ips}
+                              "lr": schedule.get_last_lr()[0], "images_per_s": ips,
+                              "elapsed_s": now - loop_start}  # wall clock since this process began training
                     if is_main:
                         metrics_log.write(record)
                         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['top1']:.3f}",
@@ -364,13 +391,17 @@ def train(config: TrainConfig) -> TrainResult:
                                     step=state.global_step)
                     log_start, log_images = now, 0
                 if config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0:
-                    state.train_time_s += time.perf_counter() - epoch_start
+                    part = time.perf_counter() - epoch_start  # checkpoint time does not count as training
+                    state.train_time_s += part
                     state.images_seen += epoch_images
+                    done_time, done_images = done_time + part, done_images + epoch_images
                     epoch_start, epoch_images = time.perf_counter(), 0
                     save()
                 if config.max_steps is not None and state.global_step >= config.max_steps:
                     stop_reason = "max_steps"
                     break
+        if not stop_reason and state.nonfinite[1].item() >= config.max_nonfinite_steps:
+            stop_reason = "nonfinite"
         if stop_reason == "nonfinite":
             break
         # --- end of epoch (or of the step budget): evaluate, record, checkpoint ----------------
@@ -381,7 +412,8 @@ def train(config: TrainConfig) -> TrainResult:
         last_epoch = epoch + 1 >= config.epochs or stop_reason == "max_steps"
         record = {"kind": "epoch", "epoch": epoch + 1, "step": state.global_step,
                   "train_loss": sums[0] / max(sums[2], 1), "train_top1": sums[1] / max(sums[2], 1),
-                  "lr": schedule.get_last_lr()[0], "images_per_s": epoch_images / max(train_time, 1e-9),
+                  "lr": schedule.get_last_lr()[0],
+                  "images_per_s": (done_images + epoch_images) / max(done_time + train_time, 1e-9),
                   "time_s": state.train_time_s, **stage.to_dict()}  # stage, image_size, regularization
         if (epoch + 1) % config.eval_every_epochs == 0 or last_epoch:
             val = evaluate(val_loader)
@@ -414,8 +446,9 @@ def train(config: TrainConfig) -> TrainResult:
     if stop_reason == "nonfinite":
         finish_trackers(accelerator)
         raise NonFiniteLossError(
-            f"the loss was NaN or infinite for {state.nonfinite_streak} optimizer steps in a row "
-            f"(step {state.global_step}); those steps were skipped and the run stopped. Try a lower lr "
+            f"the loss was NaN or infinite for {int(state.nonfinite[1].item())} optimizer steps in a row "
+            f"(step {state.global_step}; max_nonfinite_steps={config.max_nonfinite_steps}); those steps were "
+            f"skipped and the run stopped. Try a lower lr "
             f"(now {config.lr}), grad_clip=1.0, mixed_precision='bf16' instead of 'fp16', or check the data. "
             f"Checkpoints so far are in {run_dir / 'checkpoints'}."
         )
@@ -436,6 +469,7 @@ def train(config: TrainConfig) -> TrainResult:
         images_per_s=state.images_seen / max(state.train_time_s, 1e-9), params=facts.params, gflops=facts.gflops,
         device=str(accelerator.device), world_size=accelerator.num_processes, stopped_early=stopped_early,
         global_steps=state.global_step, stop_reason=stop_reason or "epochs",
+        skipped_steps=int(state.nonfinite[2].item()), mixed_precision=accelerator.mixed_precision,
     )
     if is_main:
         write_json(run_dir / "metrics.json", {"status": "finished", **result.to_dict()})
