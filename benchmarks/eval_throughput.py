@@ -323,7 +323,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="a folder of images, searched recursively (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda[:N]")
     p.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS), help="autocast dtype (fp32: none)")
-    p.add_argument("--channels-last", action="store_true", help="model and input batches in channels_last")
+    p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
+                   help="model and input batches in channels_last (auto: on, as effv2birds does on CPU and CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
     p.add_argument("--backend", default="torchvision", choices=["torchvision", "timm"])
     p.add_argument("--image-size", type=int, default=384, help="model input size in px (default: %(default)s)")
@@ -341,6 +342,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="also write the header and rows to this JSON file")
     args = p.parse_args(argv)
     args.argv = list(argv)
+    args.channels_last = args.channels_last != "off"
     return args
 
 

@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--log-interval", type=int, default=50)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--channels-last", action="store_true", help="NHWC model and inputs, as train.py's flag")
     # flags train.py has and vs_timm.py passes; no files are written here
     p.add_argument("--output", default="")
     p.add_argument("--experiment", default="")
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     model = create_model(args.model, num_classes=args.num_classes, drop_rate=args.drop,
                          drop_path_rate=args.drop_path).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     data = resolve_data_config({"input_size": (3, args.img_size, args.img_size)}, model=model)
     dataset = create_dataset("", root=args.data_dir, split=args.train_split, is_training=True)
     loader = create_loader(dataset, input_size=data["input_size"], batch_size=args.batch_size, is_training=True,
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         steps, last = len(loader), time.time()
         for i, (images, target) in enumerate(loader):
             images, target = images.to(device), target.to(device)
+            if args.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             loss = loss_fn(model(images), target)
             optimizer.zero_grad()
             loss.backward()

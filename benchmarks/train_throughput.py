@@ -11,7 +11,9 @@ Each (path, size) runs in a fresh subprocess. Rates are the median of timed wind
 (a) times ``--steps`` optimizer steps per window (ending with a device sync); (b) reads the trainer's
 own log records (``metrics.jsonl``: a device read ends every ``--log-every-steps`` window) and
 skips the first (warm-up) windows; evaluation runs only after the last window. Peak memory is
-``torch.cuda.max_memory_allocated`` on CUDA and the subprocess's peak RSS on CPU.
+``torch.cuda.max_memory_allocated`` on CUDA and the subprocess's peak RSS on CPU. On CUDA the JSON
+rows also count the operations that made the host wait for the GPU during the whole run
+(``torch.cuda.set_sync_debug_mode("warn")``; start-up and the final evaluation included).
 
     python benchmarks/train_throughput.py                                   # small CPU defaults
     python benchmarks/train_throughput.py --sizes 128 --batch-size 256 --compile      # one GPU
@@ -137,14 +139,26 @@ def trainer(job: dict) -> list[float]:
 
 def run_job(job: dict) -> dict:
     """One (path, size) measurement in this process; returns its result row."""
+    import warnings
+
     torch.set_num_threads(job["threads"])
+    measure = reference if job["path"] == "reference" else trainer
+    syncs = None
     if job["device"] == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rates = (reference if job["path"] == "reference" else trainer)(job)
+        # CUDA's sync debug mode warns at every operation that makes the host wait for the GPU
+        torch.cuda.set_sync_debug_mode("warn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rates = measure(job)
+        torch.cuda.set_sync_debug_mode("default")
+        syncs = sum("synchroniz" in str(w.message) for w in caught)
+    else:
+        rates = measure(job)
     return {**{k: job[k] for k in ("path", "size", "batch_size", "precision", "channels_last", "compile",
                                    "backend")},
             "images_per_s": statistics.median(rates), "windows": [round(r, 2) for r in rates],
-            "peak_mib": peak_memory_mib(job["device"])}
+            "peak_mib": peak_memory_mib(job["device"]), "host_syncs": syncs}
 
 
 def spawn(job: dict) -> dict:
@@ -169,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
                    help="default: bf16 on a GPU that has it (the trainer's auto), else fp32")
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
-                   help="auto: on for CUDA (the trainer's default)")
+                   help="auto: on, as the trainer does on CUDA and CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model in both paths")
     p.add_argument("--backend", default="torchvision", choices=["torchvision", "timm"])
     p.add_argument("--paths", nargs="+", default=["reference", "trainer"], choices=["reference", "trainer"])
@@ -197,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device == "cuda"
     precision = args.precision or ("bf16" if gpu and torch.cuda.is_bf16_supported(including_emulation=False)
                                    else "fp32")
-    channels_last = {"on": True, "off": False}.get(args.channels_last, gpu)
+    channels_last = {"on": True, "off": False}.get(args.channels_last, True)  # auto: the trainer's default
     steps = args.steps or (20 if gpu else 2)
     warmup = args.warmup if args.warmup is not None else (2 if gpu else 1) + int(args.compile)
     max_samples = args.max_samples if args.max_samples is not None else (None if gpu else 64)

@@ -377,7 +377,7 @@ def print_header(args, argv: list[str], train_py: Path, source: str, data: tuple
           "drop path 0.2, seed 0; evaluation and checkpoints outside the step times")
     print(f"timm data: its default train pipeline, {args.workers} DataLoader worker(s): decode every photo every "
           "epoch, RandomResizedCrop (scale 0.08-1, random interpolation), hflip, ColorJitter 0.4, "
-          "uint8 collate, normalise in its prefetcher; trains on all of train/, evaluates on test/")
+          "normalise; trains on all of train/, evaluates on test/")
     print(f"effv2birds data: photos resized once into a uint8 cache (built before training, not timed), "
           f"then per batch in the training process: crop={args.crop}"
           + (" (scale 0.08-1)" if args.crop == "resized" else "")

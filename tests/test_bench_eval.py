@@ -65,7 +65,7 @@ def test_tiny_run_prints_every_path_and_the_ratio(bench, photos, tmp_path, capsy
 
 
 def test_no_predictor_and_zero_workers(bench, photos, capsys, one_thread):
-    assert bench.main([str(photos), *TINY, "--workers", "0", "--no-predictor", "--channels-last"]) == 0
+    assert bench.main([str(photos), *TINY, "--workers", "0", "--no-predictor", "--channels-last", "on"]) == 0
     out = capsys.readouterr().out
     assert "Predictor.predict" not in out and "pretrained path" in out and "channels_last" in out
 
