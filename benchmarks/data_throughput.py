@@ -23,22 +23,14 @@ import time
 from pathlib import Path
 
 import torch
+
+from effv2birds.training.records import cpu_name
 from torch.utils.data import DataLoader
 
 from effv2birds.data import BatchAugment, cache_split, load_image_dataset, make_loader
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "birds25-mini"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def upscaled_copy(folder: Path, size: str, dest: Path, max_images: int | None) -> Path:
@@ -117,7 +109,7 @@ def main(argv=None) -> int:
     if not Path(args.folder).is_dir():
         print(f"folder {args.folder} not found; pass a photo folder", file=sys.stderr)
         return 2
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}; "
           f"torch threads {torch.get_num_threads()}; python {platform.python_version()}")
     folder = Path(args.folder)
     tmp = tempfile.TemporaryDirectory(prefix="effv2birds-photos-")

@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+
+from effv2birds.training.records import cpu_name
 from torch.utils.data import DataLoader, Dataset
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "birds25-mini" / "test"
@@ -69,20 +71,10 @@ class Row:
 # ---------------------------------------------------------------- machine and memory
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_model()}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def memory_kind(device: torch.device) -> str:

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from effv2birds.training.records import cpu_name
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "birds25-mini"
 GPU_BATCH = {32: 256, 128: 256, 300: 64, 384: 48}  # per size, on a GPU (CPU: --batch-size, default 8)
 
@@ -45,13 +47,7 @@ GPU_BATCH = {32: 256, 128: 256, 300: 64, 384: 48}  # per size, on a GPU (CPU: --
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or 'CPU'}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def peak_memory_mib(device: str) -> float:

@@ -50,6 +50,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from effv2birds.training.records import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO.parent / "shared" / "data" / "birds25-mini"
 GITHUB_RAW = "https://raw.githubusercontent.com/huggingface/pytorch-image-models/v{version}/train.py"
@@ -81,15 +83,6 @@ class Rate:
 
 
 # --- the machine -----------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 def load_average() -> str:
     try:
@@ -358,7 +351,7 @@ def print_header(args, argv: list[str], train_py: Path, source: str, data: tuple
     classes, n_train, n_test = data
     meta = {
         "command": shlex.join(["python", "benchmarks/vs_timm.py", *argv]),
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores", "load_average": load_average(),
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores", "load_average": load_average(),
         "python": platform.python_version(), "torch": torch.__version__, "timm": package_version("timm"),
         "threads": args.threads, "device": args.device, "data": str(args.folder),
         "classes": classes, "train_images": n_train, "test_images": n_test,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "cpu_name",
     "MetricsLog",
     "atomic_write_text",
     "environment_info",
@@ -97,6 +98,21 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+def cpu_name() -> str:
+    """The CPU model as the OS names it (``/proc/cpuinfo`` on Linux), for records and benchmarks.
+
+    >>> isinstance(cpu_name(), str) and len(cpu_name()) > 0
+    True
+    """
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def environment_info(accelerator: Any, config: Any | None = None) -> dict[str, Any]:
     """Package versions, devices, precision and process layout of this run.
 
@@ -124,6 +140,7 @@ def environment_info(accelerator: Any, config: Any | None = None) -> dict[str, A
         "device": str(accelerator.device),
         "cuda_devices": devices,
         "cuda_version": torch.version.cuda,
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "mixed_precision": accelerator.mixed_precision,
