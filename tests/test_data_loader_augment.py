@@ -124,6 +124,8 @@ def test_pad_crop_cpu_and_gpu_implementations_agree():
     flip = torch.rand(16) < 0.5
     for f in (flip, None):
         assert torch.equal(_windows_per_sample(x, 5, off, f), _windows_batched(x, 5, off, f))
+        # cropping straight into floats (the CPU path without RandAugment) changes nothing but the dtype
+        assert torch.equal(_windows_per_sample(x, 5, off, f, torch.float32), _windows_batched(x, 5, off, f).float())
 
 
 def test_resized_crop_output_size_and_range():

@@ -248,3 +248,21 @@ def test_training_steps_do_not_wait_for_the_device(tmp_path, cache_dir):
             train(cfg)
         counts.append(reads.count)
     assert counts[0] == counts[1] > 0
+
+
+def test_mixed_precision_auto(monkeypatch):
+    from effv2birds.training.setup import resolve_mixed_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    assert resolve_mixed_precision(TrainConfig()) == ("bf16" if gpu else "no")
+    assert resolve_mixed_precision(TrainConfig(cpu=True)) == "no"
+    assert resolve_mixed_precision(TrainConfig(mixed_precision="bf16")) == "bf16"  # explicit wins
+    # accelerate launch --mixed_precision bf16/fp16 is a choice; its default "no" is not
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert resolve_mixed_precision(TrainConfig(cpu=True)) == "bf16"
+    assert resolve_mixed_precision(TrainConfig(mixed_precision="no")) == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert resolve_mixed_precision(TrainConfig(cpu=True)) == "no"  # fp16 needs a GPU
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert resolve_mixed_precision(TrainConfig()) == ("bf16" if gpu else "no")

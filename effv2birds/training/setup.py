@@ -97,8 +97,10 @@ def load_data(config: TrainConfig, accelerator: Any,
 
 
 def resolve_mixed_precision(config: TrainConfig) -> str:
-    """``config.mixed_precision``, with ``"auto"`` resolved: the ``accelerate launch --mixed_precision``
-    choice when one was made, else bf16 on a GPU with native bf16 (Ampere or newer), else fp32 ("no").
+    """``config.mixed_precision``, with ``"auto"`` resolved: fp16 or bf16 when ``accelerate launch
+    --mixed_precision`` (or ``accelerate config``) asks for it, else bf16 on a GPU with native bf16
+    (Ampere or newer), else fp32 ("no"). ``accelerate launch`` sets "no" when nothing was chosen, so
+    "no" from there does not switch bf16 off; ``mixed_precision="no"`` in the config does.
 
     >>> from effv2birds import TrainConfig
     >>> resolve_mixed_precision(TrainConfig(mixed_precision="auto", cpu=True))
@@ -107,8 +109,8 @@ def resolve_mixed_precision(config: TrainConfig) -> str:
     if config.mixed_precision != "auto":
         return config.mixed_precision
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "").lower()
-    if launched in ("no", "fp16", "bf16"):
-        return launched if not (config.cpu and launched == "fp16") else "no"
+    if launched in ("fp16", "bf16") and not (config.cpu and launched == "fp16"):
+        return launched
     if config.cpu or not torch.cuda.is_available():
         return "no"
     try:
