@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from effv2birds.training.records import cpu_name
+from effv2birds.training.records import machine_name
 from torch.utils.data import DataLoader
 
 from effv2birds.data import BatchAugment, cache_split, load_image_dataset, make_loader
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     if not Path(args.folder).is_dir():
         print(f"folder {args.folder} not found; pass a photo folder", file=sys.stderr)
         return 2
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+    print(f"machine: {machine_name()}; torch {torch.__version__}; "
           f"torch threads {torch.get_num_threads()}; python {platform.python_version()}")
     folder = Path(args.folder)
     tmp = tempfile.TemporaryDirectory(prefix="effv2birds-photos-")

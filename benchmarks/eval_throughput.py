@@ -41,7 +41,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from effv2birds.training.records import cpu_name
+from effv2birds.training.records import machine_name
 from torch.utils.data import DataLoader, Dataset
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "birds25-mini" / "test"
@@ -74,7 +74,7 @@ class Row:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_name()}, {os.cpu_count()} cores"
+    return machine_name()
 
 
 def memory_kind(device: torch.device) -> str:

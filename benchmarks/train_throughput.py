@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from effv2birds.training.records import cpu_name
+from effv2birds.training.records import MetricsLog, machine_name
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "birds25-mini"
 GPU_BATCH = {32: 256, 128: 256, 300: 64, 384: 48}  # per size, on a GPU (CPU: --batch-size, default 8)
@@ -47,7 +47,7 @@ GPU_BATCH = {32: 256, 128: 256, 300: 64, 384: 48}  # per size, on a GPU (CPU: --
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    return f"{cpu_name()}, {os.cpu_count()} cores"
+    return machine_name()
 
 
 def peak_memory_mib(device: str) -> float:
@@ -123,7 +123,7 @@ def trainer(job: dict) -> list[float]:
             warmup_epochs=0, cache_dir=job["cache_dir"], output_dir=f"{tmp}/run",
         )
         train(config)
-        records = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+        records = MetricsLog(f"{tmp}/run/metrics.jsonl").read()
     steps = [r for r in records if r["kind"] == "step"]
     # rates between consecutive log points (elapsed_s is read after the device sync of each log)
     rates, last = [], (0, 0.0)

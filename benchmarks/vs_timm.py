@@ -50,12 +50,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from effv2birds.training.records import cpu_name
+from effv2birds.data.decode import IMAGE_EXTENSIONS
+from effv2birds.training.records import MetricsLog, machine_name
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO.parent / "shared" / "data" / "birds25-mini"
 GITHUB_RAW = "https://raw.githubusercontent.com/huggingface/pytorch-image-models/v{version}/train.py"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # timm's log line for one optimizer step: "Train: 0 [  12/39 ( 32%)]  Loss: ...  Time: 0.876s,   73.06/s  (..."
 TIMM_STEP = re.compile(r"Train:\s*(\d+)\s*\[\s*(\d+)\s*/\s*\d+.*?Time:\s*([0-9.]+)s,\s*([0-9.]+)/s")
 
@@ -213,7 +213,7 @@ def sha256_of(path: Path) -> str:
 # --- the data --------------------------------------------------------------------------------------
 def count_images(folder: Path) -> dict[str, int]:
     """Images per class subfolder of ``folder``."""
-    return {d.name: sum(1 for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    return {d.name: sum(1 for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
             for d in sorted(folder.iterdir()) if d.is_dir()}
 
 
@@ -297,7 +297,7 @@ def timm_step_rates(log_text: str) -> list[tuple[int, float]]:
 
 def effv2birds_step_rates(metrics: Path) -> list[tuple[int, float]]:
     """(epoch, images/s) of every per-step record in an effv2birds metrics.jsonl."""
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = MetricsLog(metrics).read()
     return [(int(r["epoch"]), float(r["images_per_s"])) for r in rows
             if r.get("kind") == "step" and r.get("images_per_s") is not None]
 
@@ -351,7 +351,7 @@ def print_header(args, argv: list[str], train_py: Path, source: str, data: tuple
     classes, n_train, n_test = data
     meta = {
         "command": shlex.join(["python", "benchmarks/vs_timm.py", *argv]),
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores", "load_average": load_average(),
+        "machine": machine_name(), "load_average": load_average(),
         "python": platform.python_version(), "torch": torch.__version__, "timm": package_version("timm"),
         "threads": args.threads, "device": args.device, "data": str(args.folder),
         "classes": classes, "train_images": n_train, "test_images": n_test,

@@ -1,7 +1,8 @@
 """benchmarks/vs_timm.py: log parsing, clear errors, and a tiny end-to-end run against timm's train.py.
 
 The end-to-end test never downloads: it uses ``$EFFV2BIRDS_TIMM_TRAIN`` if set, else the cached copy
-that ``python benchmarks/vs_timm.py --fetch-timm-train`` writes, and skips without either.
+that ``python benchmarks/vs_timm.py --fetch-timm-train`` writes, and else the committed stand-in
+``benchmarks/timm_train_loop.py``.
 """
 
 from __future__ import annotations

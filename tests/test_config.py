@@ -1,20 +1,13 @@
 """The configuration dataclasses: validation messages, file round trips, precedence."""
 
 import dataclasses
-import doctest
 import json
 import subprocess
 import sys
 
 import pytest
 
-import effv2birds.config as config_module
 from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(config_module)
-    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize(

@@ -44,10 +44,9 @@ def test_batched_fetch_no_per_sample_getitem(monkeypatch):
     assert len(_order(make_loader(_split(), 8, shuffle=True))) == 20
 
 
-def test_device_option_keeps_data_there():
-    loader = make_loader(_split(), 5, shuffle=False, device="cpu")
-    x, y = next(iter(loader))
-    assert x.device.type == "cpu" and y.device.type == "cpu"
+def test_device_option_moves_the_split_there():
+    loader = make_loader(_split(), 5, shuffle=False, device="meta")  # any device other than the CPU's
+    assert loader.dataset.images.device.type == "meta" and loader.dataset.labels.device.type == "meta"
     with pytest.raises(DataError, match="CachedSplit"):
         make_loader("not cached", 4, shuffle=False)
     with pytest.raises(DataError, match="batch_size"):
@@ -147,13 +146,17 @@ def test_auto_augment_varies_within_a_batch(kind):
 
 
 def test_mixup_and_cutmix_give_soft_targets():
-    x = _ramp(6)
+    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    plain = BatchAugment(3, mean=MEAN, std=STD, random_crop="none", hflip=False)(x, labels)[0]
     for kw in ({"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}, {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}):
-        aug = BatchAugment(3, mean=MEAN, std=STD, **kw)
+        torch.manual_seed(0)
+        aug = BatchAugment(3, mean=MEAN, std=STD, random_crop="none", hflip=False, **kw)
         out, targets = aug(x, labels)
         assert targets.shape == (6, 3) and targets.dtype == torch.float32
         assert torch.allclose(targets.sum(1), torch.ones(6))
+        # really mixed: every target has two labels (neighbours in the batch differ) and the images changed
+        assert ((targets > 0).sum(1) == 2).all() and not torch.equal(out, plain)
 
 
 def test_eval_mode_is_to_model_input_and_errors():

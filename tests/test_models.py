@@ -227,19 +227,6 @@ def test_model_facts_counts_trainable_and_keeps_mode():
         model_facts(model, 0)
 
 
-MODULES = ["", ".factory", ".variants", ".weights", ".transforms", ".facts"]
-
-
-@pytest.mark.parametrize("module", MODULES)
-def test_docstring_examples_run(module):
-    import doctest
-    import importlib
-
-    mod = importlib.import_module(f"effv2birds.models{module}")
-    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS, raise_on_error=False)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def _doc_blocks():
     import re
     from pathlib import Path

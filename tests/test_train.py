@@ -118,7 +118,7 @@ def test_optimizers_schedules_precisions_accumulation(tmp_path, cache_dir, chang
     init = load_trained(result.run_dir, "last", device="cpu")  # loads cleanly into a fresh model
     assert set(init.model.state_dict()) == set(first)
     lrs = [s["lr"] for s in _lines(result.run_dir, "step")]
-    assert all(lr > 0 for lr in lrs[:-1]) and lrs[-1] >= 0  # cosine reaches 0 at the very last step
+    assert all(lr > 0 for lr in lrs[:-1])  # the last one may be 0: cosine reaches 0 at the very last step
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])  # skipped on the host / on the device (fused)
@@ -131,7 +131,7 @@ def test_nonfinite_losses_are_skipped_then_stop_with_advice(tmp_path, cache_dir,
     streak = "3" if optimizer == "sgd" else "[34]"
     with pytest.raises(NonFiniteLossError, match=f"(?s){streak} optimizer steps in a row.*lower lr.*bf16"):
         train(cfg)
-    # every step was skipped: no weights were written with NaNs, no log line has a NaN loss
+    # skipped steps add nothing to the logged loss: no log line has a NaN loss
     steps = _lines(cfg.output_dir, "step")
     assert steps and all(s["loss"] == 0 for s in steps)
 
@@ -173,6 +173,7 @@ def test_stopping_rule_in_a_run(tmp_path, cache_dir):
         if i < 6 and should_stop_early(i, best_epoch, min_epochs=2, patience=1):
             expected = i
             break
+    assert expected < 6  # the rule did fire: this run tests stopping, not running to the end
     assert result.epochs_run == len(vals) == expected
     assert result.stopped_early == (expected < 6) and result.best_epoch == best_epoch
     assert result.stop_reason == ("early_stop" if expected < 6 else "epochs")

@@ -94,13 +94,17 @@ def test_resume_refuses_a_changed_config(tmp_path):
 
     torch.set_num_threads(1)
     cfg = TrainConfig(data="synthetic", synthetic_size=48, max_samples=48, image_size=32, batch_size=8, epochs=1,
-                      max_steps=1, width_multiplier=0.25, depth_multiplier=0.1, progress_bar=False,
+                      max_steps=1, warmup_epochs=0, width_multiplier=0.25, depth_multiplier=0.1, progress_bar=False,
                       log_with="none", cpu=True, cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "run"))
     train(cfg)
     with pytest.raises(ConfigError, match=r"changed: lr \(0.002 -> 0.1\)"):
         train(cfg.replace(resume="latest", lr=0.1))
     # changing only the budget is fine: the run continues (a max_steps stop counts as a finished epoch)
-    more = train(cfg.replace(resume="latest", epochs=2, max_steps=3))
+    more = train(cfg.replace(resume="latest", epochs=2, max_steps=3, log_every_steps=1))
     assert more.global_steps == 3 and more.epochs_run == 2
+    # the cosine schedule stretched to the new budget (it had reached 0 at the old one, step 1)
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+           if r["kind"] == "step"}
+    assert lrs[2] > 0 and lrs[3] == 0
     same = train(cfg.replace(resume="latest", epochs=3, max_steps=3))  # budget spent: nothing more to do
     assert same.global_steps == 3 and same.epochs_run == 2

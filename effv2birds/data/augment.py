@@ -207,7 +207,7 @@ class BatchAugment(nn.Module):
         sx = sw * (torch.where(flip, -1.0, 1.0) if flip is not None else 1.0)
         # axis-aligned crops: the sampling grid is separable, so build it by broadcasting
         base = (torch.arange(out, device=dev, dtype=torch.float32) * 2 + 1) / out - 1
-        gx = (sx * torch.ones_like(cx))[:, None] * base + cx[:, None]
+        gx = sx[:, None] * base + cx[:, None]
         gy = sh[:, None] * base + cy[:, None]
         grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
         y = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
@@ -230,23 +230,17 @@ class BatchAugment(nn.Module):
             return x, labels
         from torchvision.transforms import v2  # imported on first use only: it takes seconds
 
-        ops = []
-        if self.mixup_alpha > 0:
-            ops.append(v2.MixUp(alpha=float(self.mixup_alpha), num_classes=self.num_classes))
-        if self.cutmix_alpha > 0:
-            ops.append(v2.CutMix(alpha=float(self.cutmix_alpha), num_classes=self.num_classes))
-        if not ops:
-            return x, labels
-        op = ops[0] if len(ops) == 1 else ops[int(torch.randint(len(ops), ()).item())]
-        return op(x, labels)
+        # rebuilt per batch: cheap, and progressive learning changes the alphas between epochs
+        ops = [op(alpha=float(alpha), num_classes=self.num_classes)
+               for op, alpha in ((v2.MixUp, self.mixup_alpha), (v2.CutMix, self.cutmix_alpha)) if alpha > 0]
+        return (ops[0] if len(ops) == 1 else v2.RandomChoice(ops))(x, labels)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor):
         _check_uint8(images)
         size = self.output_size
         kw = dict(mean=self.mean, std=self.std, normalize=self.normalize, channels_last=False)
         if not self.training:
-            x = to_model_input(images, size=size, **kw)
-            return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), labels
+            return to_model_input(images, size=size, **{**kw, "channels_last": self.channels_last}), labels
         b = images.shape[0]
         flip = (torch.rand(b, device=images.device) < 0.5) if self.hflip else None
         if self.random_crop == "resized":

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from .cache import CachedSplit
 from .names import DataError
@@ -26,8 +26,8 @@ from .names import DataError
 __all__ = ["TensorPairDataset", "make_loader", "passthrough_collate"]
 
 
-class TensorPairDataset(Dataset):
-    """Map-style data set over ``(images, labels)`` tensors; ``__getitems__`` returns a whole batch.
+class TensorPairDataset(TensorDataset):
+    """torch's ``TensorDataset`` over ``(images, labels)``, plus ``__getitems__`` for a whole batch.
 
     >>> ds = TensorPairDataset(torch.zeros(5, 3, 2, 2), torch.arange(5))
     >>> ds.__getitems__([4, 1])[1].tolist()
@@ -37,13 +37,8 @@ class TensorPairDataset(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        super().__init__(images, labels)
         self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int):
-        return self.images[index], self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]):
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -93,9 +88,9 @@ def make_loader(
         raise DataError(f"batch_size={batch_size!r} must be a positive integer")
     if shuffle and len(cached) == 0:
         raise DataError("cannot shuffle an empty split; add images or lower per_class/max_samples limits")
-    images, labels = cached.images, cached.labels
     if device is not None:
-        images, labels = images.to(device), labels.to(device)
+        cached = cached.to(device)
+    images, labels = cached.images, cached.labels
     generator = torch.Generator().manual_seed(int(seed)) if shuffle else None
     return DataLoader(
         TensorPairDataset(images, labels),

@@ -459,12 +459,8 @@ def load_image_dataset(
             if splits[name].num_rows > max_samples:
                 splits[name] = splits[name].select(stratified_subsample(splits[name]["label"], max_samples, seed=seed))
 
-    # decoding the returned data set directly (ds["train"][0]["image"]) also gives RGB pictures
-    rgb = datasets.Image(mode="RGB")
-    result = datasets.DatasetDict({
-        name: splits[name] if splits[name].features["image"].mode == "RGB" else splits[name].cast_column("image", rgb)
-        for name in SPLITS
-    })
+    # every source was cast to Image(mode="RGB") above, so ds["train"][0]["image"] is an RGB picture
+    result = datasets.DatasetDict({name: splits[name] for name in SPLITS})
     report["class_names"] = list(class_names)
     report["rows"] = {name: result[name].num_rows for name in SPLITS}
     if report["skipped"]:

@@ -59,7 +59,6 @@ STUDY_FIGURES: dict[tuple[str, str], float] = {
     ("new-data", "128px"): 13.8,
     ("pretrained", "study-head-not-adapted"): 8.08,
 }
-STUDY_FIGURES_IMAGENETTE = {32: 10.2, 128: 41.62}
 
 ABLATION_VARIANTS = ("default", "all_mbconv", "all_fused", "half_layers", "four_stage")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from effv2birds.study.experiments import STUDY_FIGURES, PlannedRun
+from effv2birds.training.records import MetricsLog
 
 __all__ = ["COLUMNS", "collect_rows", "write_report", "read_epochs"]
 
@@ -29,17 +30,9 @@ COLUMNS = [
 
 def read_epochs(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch records of a run (``metrics.jsonl`` lines with ``"kind": "epoch"``)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            if record.get("kind") == "epoch":
-                records.append(record)
+    records = MetricsLog(Path(run_dir) / "metrics.jsonl").read()
     # A resumed run may have re-logged an epoch: the last record of each epoch wins.
-    by_epoch = {r["epoch"]: r for r in records}
+    by_epoch = {r["epoch"]: r for r in records if r.get("kind") == "epoch"}
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 

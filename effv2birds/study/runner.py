@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 from effv2birds.study.experiments import PlannedRun, run_status
+from effv2birds.training.records import write_json
 
 __all__ = ["run_planned"]
 
@@ -45,5 +45,4 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
 
 
 def save_skipped(output_dir: str | Path, skipped: dict[str, str]) -> None:
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(output_dir) / "skipped.json").write_text(json.dumps(skipped, indent=2) + "\n")
+    write_json(Path(output_dir) / "skipped.json", skipped)  # atomic: a crash never leaves half a file

@@ -17,6 +17,8 @@ from typing import Any, Iterable
 
 import torch
 
+from effv2birds.training.setup import default_channels_last
+
 __all__ = ["Predictor", "UnreadableImageError", "load_trained"]
 
 
@@ -34,8 +36,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, class_names: list[str], preprocessing: dict[str, Any],
                  *, device: str | torch.device = "cpu", meta: dict[str, Any] | None = None) -> None:
         self.device = torch.device(device)
-        # NHWC, as in training: faster convolutions on CUDA and CPU
-        self.channels_last = self.device.type in ("cuda", "cpu")
+        self.channels_last = default_channels_last(self.device)  # as in training
         model = model.eval().to(self.device)
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.class_names = list(class_names)

@@ -194,16 +194,19 @@ class LRSchedule:
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
 
+    # only what changes while training: the lengths come from the config, which a resumed run may
+    # extend (more epochs or max_steps), and the schedule must then stretch to the new budget
+    _STATE = ("step_count", "plateau_scale", "plateau_best", "plateau_bad_epochs")
+
     def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+        return {k: getattr(self, k) for k in self._STATE}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({k: state[k] for k in self._STATE})
         self._apply()
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, config: Any, *, steps_per_epoch: int,
-                   total_steps: int | None = None) -> LRSchedule:
+def build_schedule(optimizer: torch.optim.Optimizer, config: Any, *, steps_per_epoch: int) -> LRSchedule:
     """The ``LRSchedule`` for ``config`` (``steps_per_epoch`` counts optimizer steps, after accumulation).
 
     >>> import torch
@@ -214,10 +217,9 @@ def build_schedule(optimizer: torch.optim.Optimizer, config: Any, *, steps_per_e
     >>> opt.param_groups[0]["lr"]
     0.0
     """
-    if total_steps is None:
-        total_steps = steps_per_epoch * config.epochs
-        if config.max_steps is not None:
-            total_steps = min(total_steps, config.max_steps)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
     return LRSchedule(
         optimizer, kind=config.schedule, total_steps=total_steps,
         warmup_steps=round(config.warmup_epochs * steps_per_epoch), steps_per_epoch=steps_per_epoch,

@@ -27,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "cpu_name",
+    "machine_name",
     "MetricsLog",
     "atomic_write_text",
     "environment_info",
@@ -113,7 +114,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def environment_info(accelerator: Any, config: Any | None = None) -> dict[str, Any]:
+def machine_name() -> str:
+    """``"<CPU model>, <N> cores"``, plus the GPUs torch sees: how benchmarks name the machine.
+
+    >>> "cores" in machine_name()
+    True
+    """
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return f"{cpu_name()}, {os.cpu_count()} cores" + (f"; GPU: {', '.join(gpus)}" if gpus else "")
+
+
+def environment_info(accelerator: Any) -> dict[str, Any]:
     """Package versions, devices, precision and process layout of this run.
 
     >>> from accelerate import Accelerator
@@ -179,13 +192,12 @@ def save_weights(state_dict: dict[str, Any], path: str | Path, meta: dict[str, A
 def read_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(state_dict, meta)`` from a file written by ``save_weights``."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
-    path = Path(path)
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="pt") as f:  # one open for the header and the tensors
         header = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
     meta = json.loads(header["effv2birds"]) if "effv2birds" in header else {}
-    return load_file(str(path)), meta
+    return state, meta
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -36,8 +36,8 @@ from effv2birds.training.evaluation import evaluate_model
 from effv2birds.training.optim import build_optimizer, build_schedule, nonfinite_skipper
 from effv2birds.training.records import (MetricsLog, environment_info, read_weights, save_weights, write_json,
                                          write_model_card)
-from effv2birds.training.setup import (check_run_dir, data_device, finish_trackers, freeze_backbone, load_data,
-                                       set_train_mode, tracker_name)
+from effv2birds.training.setup import (check_run_dir, data_device, default_channels_last, finish_trackers,
+                                       freeze_backbone, load_data, set_train_mode, tracker_name)
 
 __all__ = ["train", "TrainResult", "NonFiniteLossError", "should_stop_early"]
 
@@ -184,7 +184,7 @@ def train(config: TrainConfig) -> TrainResult:
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir)
-        write_json(run_dir / "environment.json", environment_info(accelerator, config))
+        write_json(run_dir / "environment.json", environment_info(accelerator))
 
     # --- data ----------------------------------------------------------------------------------
     # progressive learning: one pre-resized train cache per stage size (built once, reused by later
@@ -213,19 +213,17 @@ def train(config: TrainConfig) -> TrainResult:
                           "each process normalises with its own batch statistics", stacklevel=2)
         else:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    # NHWC suits cuDNN and oneDNN alike: on this project's 2-core CPU a training step ran 1.8x (32 px)
-    # and 1.2x (128 px) faster (docs/performance.md); other devices (MPS, ...) keep NCHW: not measured
     channels_last = (config.channels_last if config.channels_last is not None
-                     else accelerator.device.type in ("cuda", "cpu"))
+                     else default_channels_last(accelerator.device))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     per_step_batch = config.batch_size * accelerator.num_processes
     # the caches hold the same images, so all train loaders have the same length and shuffle order
     pin = accelerator.device.type == "cuda"
+    resident = data_device(config, accelerator, list(splits["train"].values()))
     train_loaders = [make_loader(split, config.batch_size, shuffle=True, seed=config.seed,
-                                 drop_last=len(split) >= per_step_batch,
-                                 device=data_device(config, accelerator, split), pin_memory=pin)
+                                 drop_last=len(split) >= per_step_batch, device=resident, pin_memory=pin)
                      for split in splits["train"].values()]
     val_loader = make_loader(splits["validation"], config.batch_size, shuffle=False, pin_memory=pin)
     test_loader = (make_loader(splits["test"], config.batch_size, shuffle=False, pin_memory=pin)
@@ -251,7 +249,7 @@ def train(config: TrainConfig) -> TrainResult:
         num_classes, mean=mean, std=std, normalize=config.normalize, random_crop=config.random_crop,
         crop_padding=config.crop_padding, crop_scale_min=config.crop_scale_min, hflip=config.hflip,
         auto_augment=config.auto_augment, randaug_magnitude=config.randaug_magnitude,
-        mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+        mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha, channels_last=channels_last,
     ).to(accelerator.device)
     ema = None
     if config.ema_decay is not None:
@@ -284,9 +282,9 @@ def train(config: TrainConfig) -> TrainResult:
         accelerator.init_trackers("tensorboard", config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                                                          for k, v in config.to_dict().items()})
 
-    def save(summary_extra: dict[str, Any] | None = None) -> None:
+    def save() -> None:
         summary = {"epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch, "global_step": state.global_step,
-                   "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1, **(summary_extra or {})}
+                   "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1}
         save_checkpoint(accelerator, run_dir / "checkpoints", state.global_step, summary)
         if is_main:
             best = {checkpoint_name(state.best_step)} if state.best_step is not None else set()
@@ -337,8 +335,6 @@ def train(config: TrainConfig) -> TrainResult:
         for images, labels in loader:
             with accelerator.accumulate(model):
                 inputs, targets = augment(images, labels)
-                if channels_last:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
                 logits = model(inputs)
                 loss = criterion(logits.float(), targets)
                 accelerator.backward(loss)
