@@ -29,7 +29,7 @@ import tomllib
 from effv2birds.cli import friendly_errors
 from effv2birds.config import ConfigError
 from effv2birds.study import EXPERIMENTS, PRESETS, plan_runs, run_planned, write_report
-from effv2birds.study.runner import save_skipped
+from effv2birds.study.runner import load_skipped, save_skipped
 
 
 def parse_set(items: list[str]) -> dict:
@@ -52,19 +52,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="all", choices=[*EXPERIMENTS, "all"])
     parser.add_argument("--preset", default="quick", choices=list(PRESETS))
     parser.add_argument("--data", help="folder, hub data set id or 'synthetic' (default: the preset's)")
-    parser.add_argument("--image-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--image-sizes", type=int, nargs="+",
+                        help="sizes of new-data and progressive (default: 32 64 for quick, else 32 128)")
     parser.add_argument("--output", default="outputs/reproduce")
     parser.add_argument("--config", help="a TOML file of TrainConfig values (see examples/configs/)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the report of every run already in --output")
+    parser.add_argument("--title", help="the report's title (default: names the preset)")
     parser.add_argument("--weights", help="pretrained weights file for the pretrained experiment")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                        help="train the new-data runs once per seed (default: the config's seed)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any TrainConfig field, e.g. --set epochs=5 (repeatable)")
     args = parser.parse_args(argv)
+    title = args.title or f"Reproduction report ({args.preset} preset)"
+    if args.report_only:
+        write_report(args.output, [], load_skipped(args.output), title=title)
+        print(f"report: {args.output}/report.md")
+        return 0
 
     try:
         overrides = parse_set(args.set)
         overrides["data"] = args.data
         runs = plan_runs(args.experiment, preset=args.preset, output_dir=args.output,
-                         image_sizes=tuple(args.image_sizes), config_file=args.config, overrides=overrides)
+                         image_sizes=tuple(args.image_sizes) if args.image_sizes else None, config_file=args.config, overrides=overrides,
+                         seeds=tuple(args.seeds) if args.seeds else None)
         if args.weights:
             runs = [dataclasses.replace(r, config=r.config.replace(weights=args.weights)) if r.needs_weights else r
                     for r in runs]
@@ -82,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     state = PartialState()
     if state.is_main_process:
-        save_skipped(args.output, skipped)
-        write_report(args.output, runs, skipped, title=f"Reproduction report ({args.preset} preset)")
+        skipped = save_skipped(args.output, skipped)
+        write_report(args.output, runs, skipped, title=title)
         print(f"report: {args.output}/report.md")
     state.wait_for_everyone()
     return 0

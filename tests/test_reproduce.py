@@ -113,3 +113,72 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     assert "nope" in proc.stderr
     proc = subprocess.run([sys.executable, script, "--set", "epochs=0"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "epochs=0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_new_data_trains_the_study_recipe_beside_ours_at_the_same_budget():
+    runs = plan_runs("new-data", preset="ours", image_sizes=(32,), seeds=(0, 1), output_dir="o",
+                     overrides={"epochs": 7})
+    assert [r.run for r in runs] == ["32px", "32px-study-recipe", "32px-seed1", "32px-study-recipe-seed1"]
+    ours, study = runs[0].config, runs[1].config
+    assert (ours.optimizer, ours.normalize, ours.zero_init_residual, runs[0].recipe) == ("adamw", True, True, "ours")
+    assert (study.optimizer, study.lr, study.batch_size, study.schedule, study.normalize, study.random_crop,
+            study.hflip, study.zero_init_residual, study.stochastic_depth, runs[1].recipe) == (
+        "adam", 1e-4, 128, "plateau", False, "none", False, False, None, "study")
+    assert ours.epochs == study.epochs == 7 and ours.per_class == study.per_class == 100  # same budget
+    assert [r.config.seed for r in runs] == [0, 0, 1, 1]
+    assert len(plan_runs("new-data", preset="blog", image_sizes=(32,), output_dir="o")) == 1  # no twin of itself
+
+
+def test_report_covers_every_run_in_the_folder_with_intervals_and_seed_summary(tmp_path):
+    from effv2birds.study import write_report
+    from effv2birds.study.report import wilson_interval
+
+    runs = plan_runs("new-data", preset="quick", image_sizes=(32,), seeds=(0, 1), output_dir=tmp_path)
+    for i, run in enumerate(runs):  # what a finished run leaves behind, written by hand
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "config.json").write_text(json.dumps(run.config.to_dict()))
+        (run.run_dir / "study_run.json").write_text(json.dumps({"recipe": run.recipe}))  # no config: config.json
+        (run.run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "val_top1": 0.5}) + "\n")
+        (run.run_dir / "metrics.json").write_text(json.dumps(
+            {"status": "finished", "best_epoch": 1, "best_val_top1": 0.5, "epochs_run": 1,
+             "test": {"top1": 0.2 + 0.1 * i, "num_samples": 500}}))
+    rows = write_report(tmp_path, runs[:1])  # planned: one run; the other three are found in the folder
+    assert rows[0]["run"] == "32px" and sorted(r["run"] for r in rows) == sorted(r.run for r in runs)
+    low, high = wilson_interval(0.2, 500)
+    assert rows[0]["test_top1_ci95"] == f"{100 * low:.1f}-{100 * high:.1f}" and rows[0]["test_samples"] == 500
+    by_run = {r["run"]: r for r in rows}
+    text = (tmp_path / "report.md").read_text()
+    assert "| 32 | quick | 2 | 30.00 ± 14.14 | 20.00–40.00 |" in text  # seeds 0 and 1: 20 % and 40 %
+    assert "| 32 | study | 2 | 40.00 ± 14.14 |" in text
+    assert by_run["32px-study-recipe"]["study_top1"] == 6.0  # the study's own 32 px figure beside its recipe's run
+
+
+@pytest.mark.slow
+def test_main_job_learns_and_shows_the_recipe_contrast(tmp_path, one_thread):
+    """The no-argument main job cut down to its new-data pair at 32 px, with the quick preset's own
+    data, steps and recipe: our recipe learns well above chance, the study's recipe learns less."""
+    from effv2birds.study import run_planned
+
+    runs = plan_runs("new-data", preset="quick", image_sizes=(32,), output_dir=tmp_path)
+    assert [r.run for r in runs] == ["32px", "32px-study-recipe"]
+    assert run_planned(runs, log=lambda _: None) == {}
+    best = {r.run: json.loads((r.run_dir / "metrics.json").read_text())["best_val_top1"] for r in runs}
+    curve = [e["val_top1"] for e in read_epochs(runs[0].run_dir)]
+    assert best["32px"] >= 3 * (1 / 25), best  # chance is 4 %
+    assert curve[-1] > curve[0], curve  # the learning curve rises
+    assert best["32px-study-recipe"] < best["32px"], best
+
+
+def test_quick_preset_defaults_and_pretrained_baseline_skipped_offline(tmp_path, monkeypatch):
+    """Offline without weights, the pretrained experiment's scratch baseline is skipped with its twins."""
+    from effv2birds.study import run_planned
+
+    monkeypatch.setenv("EFFV2BIRDS_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached weights either
+
+    runs = plan_runs("pretrained", preset="quick", output_dir=tmp_path)
+    assert {r.config.image_size for r in runs} == {64}  # quick: 32 and 64 px, the synthetic birds' size
+    trained = []
+    skipped = run_planned(runs, log=trained.append)
+    assert set(skipped) == {"pretrained/linear-probe", "pretrained/fine-tune", "pretrained/scratch"}
+    assert "weights=" in skipped["pretrained/scratch"] and not (runs[2].run_dir / "metrics.json").exists()

@@ -15,17 +15,54 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from effv2birds.study.experiments import STUDY_FIGURES, PlannedRun
+from effv2birds.config import TrainConfig
+from effv2birds.study.experiments import PlannedRun, study_figure
 from effv2birds.training.records import MetricsLog
 
-__all__ = ["COLUMNS", "collect_rows", "write_report", "read_epochs"]
+__all__ = ["COLUMNS", "collect_rows", "discover_runs", "write_report", "read_epochs", "wilson_interval"]
 
 COLUMNS = [
-    "experiment", "run", "status", "variant", "image_size", "data", "params", "gflops", "epochs_run",
-    "best_epoch", "best_val_top1", "best_val_top5", "final_val_top1", "final_val_top5", "test_top1",
-    "test_top5", "test_macro_f1", "train_time_s", "images_per_s", "device", "world_size", "study_top1",
-    "note",
+    "experiment", "run", "status", "recipe", "seed", "variant", "image_size", "data", "params", "gflops",
+    "epochs", "epochs_run", "best_epoch", "best_val_top1", "best_val_top5", "final_val_top1", "final_val_top5",
+    "test_top1", "test_top1_ci95", "test_top5", "test_macro_f1", "test_samples", "train_time_s", "images_per_s",
+    "device", "world_size", "study_top1", "note",
 ]
+RUN_INFO = "study_run.json"  # written by the runner into each run directory: experiment, run, recipe, note
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of an accuracy measured on ``n`` samples (fractions in [0, 1]).
+
+    >>> [round(x, 3) for x in wilson_interval(0.4, 500)]
+    [0.358, 0.444]
+    """
+    if n <= 0:
+        return (0.0, 1.0)
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def discover_runs(output_dir: str | Path) -> list[PlannedRun]:
+    """The runs found in ``output_dir/<experiment>/<run>/`` (each with the runner's ``study_run.json``
+    or a ``config.json``), so one report covers every run a folder holds, also those planned by
+    earlier commands with other budgets.
+
+    >>> discover_runs("/nonexistent")
+    []
+    """
+    found = []
+    run_dirs = {p.parent for name in (RUN_INFO, "config.json") for p in Path(output_dir).glob(f"*/*/{name}")}
+    for run_dir in sorted(run_dirs):
+        info_path, cfg_path = run_dir / RUN_INFO, run_dir / "config.json"
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        values = json.loads(cfg_path.read_text()) if cfg_path.is_file() else info.get("config")
+        if values is None:
+            continue
+        values = {**values, "output_dir": str(run_dir)}  # the folder may have moved since
+        found.append(PlannedRun(run_dir.parent.name, run_dir.name, TrainConfig.from_dict(values),
+                                note=info.get("note", ""), recipe=info.get("recipe", "")))
+    return found
 
 
 def read_epochs(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -43,8 +80,9 @@ def _pct(value: Any) -> float | None:
 def _row(run: PlannedRun, skipped: dict[str, str]) -> dict[str, Any]:
     cfg = run.config
     row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update(experiment=run.experiment, run=run.run, variant=cfg.variant, image_size=cfg.image_size,
-               data=cfg.data, study_top1=STUDY_FIGURES.get((run.experiment, run.run)), note=run.note)
+    row.update(experiment=run.experiment, run=run.run, recipe=run.recipe, seed=cfg.seed, variant=cfg.variant,
+               image_size=cfg.image_size, data=cfg.data, epochs=cfg.epochs,
+               study_top1=study_figure(run.experiment, run.run), note=run.note)
     if run.name in skipped:
         row.update(status="skipped", note=skipped[run.name])
         return row
@@ -57,6 +95,9 @@ def _row(run: PlannedRun, skipped: dict[str, str]) -> dict[str, Any]:
     best = next((e for e in epochs if e.get("epoch") == m.get("best_epoch")), None)
     last = epochs[-1] if epochs else None
     test = m.get("test") or {}
+    if test.get("top1") is not None and test.get("num_samples"):
+        low, high = wilson_interval(float(test["top1"]), int(test["num_samples"]))
+        row.update(test_top1_ci95=f"{100 * low:.1f}-{100 * high:.1f}", test_samples=int(test["num_samples"]))
     row.update(
         status=m.get("status"), params=m.get("params"), gflops=m.get("gflops"), epochs_run=m.get("epochs_run"),
         best_epoch=m.get("best_epoch"), best_val_top1=_pct(m.get("best_val_top1")),
@@ -88,13 +129,37 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-_TABLE = ["run", "variant", "image_size", "params", "gflops", "epochs_run", "best_val_top1", "final_val_top1",
-          "test_top1", "test_top5", "test_macro_f1", "study_top1", "train_time_s", "images_per_s", "device"]
+_TABLE = ["run", "recipe", "seed", "variant", "image_size", "params", "gflops", "epochs_run", "best_val_top1",
+          "final_val_top1", "test_top1", "test_top1_ci95", "test_top5", "test_macro_f1", "study_top1", "train_time_s",
+          "images_per_s", "device"]
 
 
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
     head = "| " + " | ".join(_TABLE) + " |\n|" + "---|" * len(_TABLE) + "\n"
     return head + "".join("| " + " | ".join(_fmt(r[c]) for c in _TABLE) + " |\n" for r in rows)
+
+
+def _seed_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Mean and spread over seeds of each (image size, recipe) of new-data that ran with several seeds."""
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["status"] == "finished" and r["test_top1"] is not None:
+            groups.setdefault((r["image_size"], r["recipe"]), []).append(r)
+    lines = []
+    for (size, recipe), group in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        if len({r["seed"] for r in group}) < 2:
+            continue
+        tops = [r["test_top1"] for r in group]
+        vals = [r["best_val_top1"] for r in group if r["best_val_top1"] is not None]
+        mean = sum(tops) / len(tops)
+        std = math.sqrt(sum((t - mean) ** 2 for t in tops) / (len(tops) - 1))
+        lines.append(f"| {size} | {recipe} | {len(group)} | {mean:.2f} ± {std:.2f} | {min(tops):.2f}–{max(tops):.2f} | "
+                     f"{sum(vals) / max(len(vals), 1):.2f} |")
+    if not lines:
+        return []
+    head = ["Over seeds (test top-1 mean ± sample standard deviation, range; mean best validation top-1):", "",
+            "| image_size | recipe | seeds | test_top1 | range | best_val_top1 |", "|---|---|---|---|---|---|"]
+    return head + lines + [""]
 
 
 def _plots(out: Path, runs: list[PlannedRun], rows: list[dict[str, Any]]) -> list[str]:
@@ -218,11 +283,39 @@ def _progressive_summary(rows: list[dict[str, Any]]) -> list[str]:
     return [line + ".", ""]
 
 
+def data_statement(rows: list[dict[str, Any]]) -> str:
+    """Plain words on what the runs trained on; synthetic runs point to the real-photo report."""
+    data = sorted({str(r["data"]) for r in rows})
+    if data == ["synthetic"]:
+        return ("**Data: the built-in synthetic birds** (25 classes of cartoon birds drawn by effv2birds, no "
+                "download), not real photos: this report shows that every experiment runs and learns. "
+                "For every experiment on real photos (birds25-mini, 100 photos per class) see "
+                "`docs/study/report.md` in the effv2birds repository.")
+    return "**Data:** " + ", ".join(f"`{d}`" + (" (built-in synthetic birds)" if d == "synthetic" else "")
+                                    for d in data) + "."
+
+
+def budget_table(rows: list[dict[str, Any]]) -> str:
+    """One line per (experiment, recipe, image size, epochs): how many runs trained on that budget."""
+    counts: dict[tuple[Any, ...], int] = {}
+    for r in rows:
+        if r["status"] == "finished":
+            key = (r["experiment"], r["recipe"], r["image_size"], r["epochs"], r["data"])
+            counts[key] = counts.get(key, 0) + 1
+    lines = ["| experiment | recipe | image_size | epochs | data | runs |", "|---|---|---|---|---|---|"]
+    lines += [f"| {e} | {rec} | {size} | {ep} | `{data}` | {n} |" for (e, rec, size, ep, data), n in counts.items()]
+    return "\n".join(lines)
+
+
 def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[str, str] | None = None,
                  title: str = "Reproduction report") -> list[dict[str, Any]]:
     """Write report.md, results.csv, results.json and plots for ``runs`` into ``output_dir``."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    planned = {run.name for run in runs}
+    runs = list(runs) + [run for run in discover_runs(out) if run.name not in planned]
+    order = {exp: i for i, exp in enumerate(dict.fromkeys(r.experiment for r in runs))}
+    runs.sort(key=lambda r: order[r.experiment])  # stable: planned order within an experiment
     rows = collect_rows(runs, skipped)
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
@@ -231,16 +324,21 @@ def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[s
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     plots = _plots(out, runs, rows)
 
-    lines = [f"# {title}", "",
+    lines = [f"# {title}", "", data_statement(rows), "",
              "Every number below is read from the run directories (`metrics.json`, `metrics.jsonl`); "
              "accuracies are in %. `study_top1` is the reproduction study's published best test accuracy "
-             "where it reported one.", ""]
+             "where it reported one; `test_top1_ci95` is the 95 % Wilson interval of the test top-1 over "
+             "`test_samples` photos; `recipe` is the preset the run's training recipe comes from "
+             "(`study`: the study's own recipe at this run's budget). Budgets: `epochs` per run below.", "",
+             budget_table(rows), ""]
     for exp in dict.fromkeys(r["experiment"] for r in rows):
         exp_rows = [r for r in rows if r["experiment"] == exp]
         data = ", ".join(sorted({str(r["data"]) for r in exp_rows}))
         lines += [f"## {exp}", "", f"Data: `{data}`.", "", _markdown_table(exp_rows)]
         if exp == "progressive":
             lines += _progressive_summary(exp_rows)
+        if exp == "new-data":
+            lines += _seed_summary(exp_rows)
         for r in exp_rows:
             if r["status"] != "finished":
                 lines.append(f"- `{exp}/{r['run']}`: {r['status']}" + (f" — {r['note']}" if r["note"] else ""))

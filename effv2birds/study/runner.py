@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
 from effv2birds.study.experiments import PlannedRun, run_status
+from effv2birds.study.report import RUN_INFO
 from effv2birds.training.records import write_json
 
-__all__ = ["run_planned"]
+__all__ = ["load_skipped", "run_planned", "save_skipped"]
 
 
 def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -> dict[str, str]:
@@ -16,7 +18,8 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
 
     A run whose ``metrics.json`` says ``finished`` is not trained again; one with checkpoints is
     resumed from its latest. Runs that need pretrained weights are skipped (with the loader's
-    message, which says where to put the file) when none can be found offline.
+    message, which says where to put the file) when none can be found offline, and so is their
+    from-scratch baseline (``baseline_of_weights``).
 
     >>> run_planned(plan_runs("new-data", image_sizes=(32,)))  # doctest: +SKIP
     {}
@@ -27,6 +30,12 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
     skipped: dict[str, str] = {}
     for i, run in enumerate(runs, 1):
         status = run_status(run.run_dir)
+        missing = [name for name in skipped if name.startswith(f"{run.experiment}/")]
+        if run.baseline_of_weights and missing and status != "finished":
+            # a from-scratch twin of runs that could not start compares with nothing: save its CPU time
+            skipped[run.name] = f"not trained: it is the baseline of {', '.join(missing)}, skipped: {skipped[missing[0]]}"
+            log(f"[{i}/{len(runs)}] {run.name}: skipped, the pretrained runs it is the baseline of were skipped")
+            continue
         if status == "finished":
             log(f"[{i}/{len(runs)}] {run.name}: finished earlier, reusing {run.run_dir / 'metrics.json'}")
             continue
@@ -34,6 +43,8 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
         if status == "interrupted" and config.resume is None:
             config = config.replace(resume="latest")
         log(f"[{i}/{len(runs)}] {run.name}: {'resuming' if status == 'interrupted' else 'training'} -> {run.run_dir}")
+        write_json(run.run_dir / RUN_INFO, {"experiment": run.experiment, "run": run.run, "recipe": run.recipe,
+                                            "note": run.note, "config": run.config.to_dict()})
         try:
             train(config)
         except WeightsNotFoundError as exc:
@@ -44,5 +55,17 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
     return skipped
 
 
-def save_skipped(output_dir: str | Path, skipped: dict[str, str]) -> None:
-    write_json(Path(output_dir) / "skipped.json", skipped)  # atomic: a crash never leaves half a file
+def load_skipped(output_dir: str | Path) -> dict[str, str]:
+    """``{run name: reason}`` of the runs skipped by earlier commands into ``output_dir``."""
+    path = Path(output_dir) / "skipped.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_skipped(output_dir: str | Path, skipped: dict[str, str]) -> dict[str, str]:
+    """Add ``skipped`` to the folder's ``skipped.json`` (earlier commands' entries are kept, unless
+    the run has finished since) and return the merged record."""
+    merged = {**load_skipped(output_dir), **skipped}
+    merged = {name: why for name, why in merged.items()
+              if run_status(Path(output_dir) / name) != "finished"}
+    write_json(Path(output_dir) / "skipped.json", merged)  # atomic: a crash never leaves half a file
+    return merged
