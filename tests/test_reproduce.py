@@ -182,3 +182,20 @@ def test_quick_preset_defaults_and_pretrained_baseline_skipped_offline(tmp_path,
     skipped = run_planned(runs, log=trained.append)
     assert set(skipped) == {"pretrained/linear-probe", "pretrained/fine-tune", "pretrained/scratch"}
     assert "weights=" in skipped["pretrained/scratch"] and not (runs[2].run_dir / "metrics.json").exists()
+
+
+def test_a_run_with_the_config_of_a_finished_one_reuses_its_results(tmp_path):
+    from effv2birds.study import run_planned
+
+    base = plan_runs("hparams", preset="quick", output_dir=tmp_path)[0]
+    twin = plan_runs("ablation", preset="quick", output_dir=tmp_path)[0]
+    assert (base.name, twin.name) == ("hparams/baseline", "ablation/default")
+    base.run_dir.mkdir(parents=True)  # what a finished run leaves behind, written by hand
+    (base.run_dir / "config.json").write_text(json.dumps(base.config.to_dict()))
+    (base.run_dir / "metrics.json").write_text(json.dumps({"status": "finished", "best_val_top1": 0.3}))
+    logs = []
+    assert run_planned([twin], log=logs.append) == {}
+    assert "same config as hparams/baseline" in logs[0]
+    assert json.loads((twin.run_dir / "metrics.json").read_text())["best_val_top1"] == 0.3
+    assert "hparams/baseline" in json.loads((twin.run_dir / "study_run.json").read_text())["note"]
+    assert run_status(twin.run_dir) == "finished"

@@ -17,7 +17,9 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
     """Train every run that has not finished; return ``{run name: reason}`` for skipped runs.
 
     A run whose ``metrics.json`` says ``finished`` is not trained again; one with checkpoints is
-    resumed from its latest. Runs that need pretrained weights are skipped (with the loader's
+    resumed from its latest. A run whose config equals a finished run's in the same output folder
+    (``hparams/baseline`` and ``ablation/default`` are the same training) gets that run's records
+    instead of training again, with a note naming it. Runs that need pretrained weights are skipped (with the loader's
     message, which says where to put the file) when none can be found offline, and so is their
     from-scratch baseline (``baseline_of_weights``).
 
@@ -39,6 +41,11 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
         if status == "finished":
             log(f"[{i}/{len(runs)}] {run.name}: finished earlier, reusing {run.run_dir / 'metrics.json'}")
             continue
+        twin = finished_twin(run) if status == "new" else None
+        if twin is not None:
+            copy_records(twin, run)
+            log(f"[{i}/{len(runs)}] {run.name}: same config as {twin.parent.name}/{twin.name}, reusing its results")
+            continue
         config = run.config
         if status == "interrupted" and config.resume is None:
             config = config.replace(resume="latest")
@@ -53,6 +60,37 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
             skipped[run.name] = str(exc)
             log(f"[{i}/{len(runs)}] {run.name}: skipped, no pretrained weights offline:\n{exc}")
     return skipped
+
+
+_RECORDS = ("config.json", "config.toml", "metrics.json", "metrics.jsonl", "environment.json", "data_report.json")
+
+
+def _training_key(config: dict) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "resume")}, sort_keys=True)
+
+
+def finished_twin(run: PlannedRun) -> Path | None:
+    """A finished run in the same output folder (``OUTPUT/<experiment>/<run>``) whose config trains
+    exactly what ``run`` would (everything but ``output_dir`` equal), or ``None``."""
+    key = _training_key(json.loads(json.dumps(run.config.to_dict())))
+    for cfg_path in sorted(run.run_dir.parent.parent.glob("*/*/config.json")):
+        other = cfg_path.parent
+        if other.resolve() != run.run_dir.resolve() and run_status(other) == "finished" \
+                and _training_key(json.loads(cfg_path.read_text())) == key:
+            return other
+    return None
+
+
+def copy_records(source: Path, run: PlannedRun) -> None:
+    """Give ``run`` the records of its finished twin ``source`` (not the weights: they stay there)."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in _RECORDS:
+        if (source / name).is_file() and name != "metrics.json":
+            (run.run_dir / name).write_bytes((source / name).read_bytes())
+    note = f"same config as {source.parent.name}/{source.name}: its results (trained once; weights there)"
+    write_json(run.run_dir / RUN_INFO, {"experiment": run.experiment, "run": run.run, "recipe": run.recipe,
+                                        "note": note, "config": run.config.to_dict()})
+    (run.run_dir / "metrics.json").write_bytes((source / "metrics.json").read_bytes())  # last: marks it finished
 
 
 def load_skipped(output_dir: str | Path) -> dict[str, str]:
