@@ -8,7 +8,7 @@
     ``EfficientNet_V2_S_Weights.DEFAULT.transforms()``), so you see which part is the bottleneck;
 (c) pretrained-preprocessing path: the same loader, each batch moved to the device, then the model,
     as a user running a pretrained model over a folder of photos would do;
-(d) ``Predictor.predict(paths, batch_size=B)``: effv2birds' own inference path (decodes in the main
+(d) ``Predictor.predict(paths, batch_size=B)``: effv2birds' own inference path (decodes in up to 4 threads of the main
     process, JPEG draft mode, resize without crop, the trainer's default preprocessing).
 
 Each path is warmed up, then timed over several windows; the median window rate is reported, with

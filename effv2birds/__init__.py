@@ -49,6 +49,10 @@ _EXPORTS: dict[str, str] = {
     "TrainResult": "effv2birds.training",
     "load_trained": "effv2birds.training",
     "Predictor": "effv2birds.training",
+    "evaluate_run": "effv2birds.training",
+    # export and sharing
+    "export_run": "effv2birds.export",
+    "ExportError": "effv2birds.export",
     # the reproduction study
     "plan_runs": "effv2birds.study",
     "run_planned": "effv2birds.study",
@@ -73,10 +77,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig
+    from effv2birds.export import ExportError, export_run
     from effv2birds.data import (BatchAugment, CachedSplit, DataError, cache_split, load_image_dataset, make_loader,
                                  data_report, skipped_files, to_model_input)
     from effv2birds.models import (ModelConfigError, ModelFacts, ModelTransforms, WeightsError, WeightsNotFoundError,
                                    build_model, get_classifier, get_transforms, list_models, list_variants,
                                    model_facts, set_regularization)
     from effv2birds.study import plan_runs, run_planned, write_report
-    from effv2birds.training import Predictor, TrainResult, load_trained, train
+    from effv2birds.training import Predictor, TrainResult, evaluate_run, load_trained, train

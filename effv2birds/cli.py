@@ -1,4 +1,4 @@
-"""The ``effv2birds`` command: ``train`` and ``predict``.
+"""The ``effv2birds`` command: ``train``, ``evaluate`` and ``predict``.
 
 Every ``TrainConfig`` field is a ``--kebab-case`` flag of ``train`` (booleans also as ``--no-...``,
 optional values accept ``none``); ``--config FILE`` reads a TOML/JSON config and flags override it.
@@ -20,6 +20,7 @@ import os
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, Sequence, get_args, get_origin, get_type_hints
 
 from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, PROGRESSIVE_PRESETS
@@ -34,6 +35,7 @@ _HELP = {
     "output_dir": "run directory (weights, metrics, checkpoints, model card)",
     "mixed_precision": "auto (bf16 on a GPU that has it, else no; accelerate launch --mixed_precision wins), no, fp16 (GPU) or bf16",
     "early_stop_patience": "stop after this many epochs without a better val top-1 (after --min-epochs)",
+    "log_with": "an accelerate tracker (its package must be installed); auto: tensorboard when installed",
 }
 
 
@@ -106,14 +108,69 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--progressive", dest="progressive_preset", choices=sorted(PROGRESSIVE_PRESETS),
                        default=argparse.SUPPRESS, help="a progressive-learning preset")
     _add_fields(group, ProgressiveConfig, prefix="progressive_")
-    pr = sub.add_parser("predict", help="top-k labels of images from a trained run")
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_export(sub)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _prediction_file(text: str) -> str:
+    if not text.lower().endswith((".csv", ".jsonl")):  # training.prediction_files.PREDICTION_FORMATS
+        raise argparse.ArgumentTypeError(f"{text!r}: name the file .csv or .jsonl (one row per image)")
+    return text
+
+
+_TTA = ("none", "flip")  # effv2birds.training.TTA_MODES (not imported here: it needs torch)
+
+
+def _add_predict(sub: Any) -> None:
+    pr = sub.add_parser("predict", help="top-k labels of images from a trained run",
+                        description="Top-k labels of images; unreadable files are reported and skipped (exit 1).")
     pr.add_argument("run_dir", help="output_dir of a finished `effv2birds train`")
-    pr.add_argument("images", nargs="+", help="image files")
-    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("images", nargs="+", metavar="PATH", help="image files, folders (searched recursively), globs")
+    pr.add_argument("--top-k", type=_positive_int, default=5, help="labels per image (default: 5)")
+    pr.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass (default: 32)")
+    pr.add_argument("--tta", choices=_TTA, default="none", help="flip: average each photo with its mirror image")
+    pr.add_argument("--output", metavar="FILE", type=_prediction_file,
+                    help="write one row per image to FILE (.csv or .jsonl)")
     pr.add_argument("--which", default="best", help="best or last weights (default: best)")
     pr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return parser
+
+
+def _add_evaluate(sub: Any) -> None:
+    ev = sub.add_parser("evaluate", help="score a trained run on labelled photos (also under `accelerate launch`)",
+                        description="Top-1/top-5/macro-F1, per-class report, confusion matrix, top losses and a "
+                                    "leak check against the training photos, written to RUN_DIR/eval/NAME/.")
+    ev.add_argument("run_dir", help="output_dir of a finished `effv2birds train`")
+    ev.add_argument("data", help="labelled photos: class folders, a saved DatasetDict folder or a hub data set id")
+    ev.add_argument("--split", choices=("train", "validation", "test", "all"), default=None,
+                    help="default: test if the data has one, else all photos")
+    ev.add_argument("--name", help="folder under RUN_DIR/eval (default: from the data path and split)")
+    ev.add_argument("--which", default="best", help="best or last weights (default: best)")
+    ev.add_argument("--tta", choices=_TTA, default="none", help="flip: average each photo with its mirror image")
+    ev.add_argument("--ignore-unknown-classes", action="store_true",
+                    help="leave out photos of classes the run was not trained on (default: an error)")
+    ev.add_argument("--batch-size", type=_positive_int, default=64, help="photos per process and batch (default: 64)")
+    ev.add_argument("--no-leak-check", dest="leak_check", action="store_false",
+                    help="do not look for near-duplicates of training photos")
+    ev.add_argument("--max-distance", type=int, default=None,
+                    help="near-duplicate threshold in bits of the 64-bit dHash (default: 3)")
+    ev.add_argument("--image-column", help="image column of a hub data set")
+    ev.add_argument("--label-column", help="label column of a hub data set")
+    ev.add_argument("--cache-dir", help="where the resized photos are cached (default: the datasets cache)")
+    ev.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is available")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a summary")
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
@@ -137,7 +194,8 @@ def friendly_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConfigError]
     for module, names in (("effv2birds.data", ("DataError",)),
                           ("effv2birds.models", ("WeightsError", "ModelConfigError")),
-                          ("effv2birds.training", ("CheckpointError", "NonFiniteLossError", "UnreadableImageError"))):
+                          ("effv2birds.training", ("CheckpointError", "NonFiniteLossError", "UnreadableImageError")),
+                          ("effv2birds.export", ("ExportError",))):
         try:
             mod = __import__(module, fromlist=list(names))
         except ImportError:
@@ -146,19 +204,80 @@ def friendly_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from effv2birds.training import load_trained
+def _add_export(sub: Any) -> None:
+    ex = sub.add_parser("export", help="ONNX, TorchScript or a Hugging Face Hub folder of a trained run",
+                        description="Export a run's weights; ONNX and TorchScript are checked against PyTorch.")
+    ex.add_argument("run_dir", help="output_dir of a finished `effv2birds train` (or a hub folder)")
+    ex.add_argument("--format", required=True, choices=("onnx", "torchscript", "hub"),  # export.FORMATS (needs torch)
+                    help="onnx / torchscript: one file (+ FILE.json preprocessing); hub: a folder for the Hub")
+    ex.add_argument("--output", required=True, metavar="PATH", help="the file (onnx, torchscript) or folder (hub)")
+    ex.add_argument("--which", default="best", help="best or last weights (default: best)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    ex.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the hub folder to this Hub repository")
+    ex.add_argument("--private", action="store_true", default=None, help="create the Hub repository private")
 
-    predictor = load_trained(args.run_dir, which=args.which, device=args.device)
-    results = predictor.predict(args.images, top_k=args.top_k)
-    if args.json:
-        print(json.dumps([{"image": str(img), "top_k": [{"label": l, "probability": p} for l, p in res]}
-                          for img, res in zip(args.images, results)], indent=2))
+
+def _export(args: argparse.Namespace) -> int:
+    from effv2birds.export import export_run
+
+    result = export_run(args.run_dir, args.format, args.output, which=args.which, overwrite=args.overwrite,
+                        push_to_hub=args.push_to_hub, private=args.private)
+    print("\n".join(result.summary()))
+    return 0
+
+
+def _report_unreadable(result: Any) -> int:
+    """1 (and the reason on stderr) for an image that could not be read, else 0."""
+    if result.error is None:
         return 0
-    for img, res in zip(args.images, results):
-        print(img)
-        for label, prob in res:
-            print(f"  {prob:7.2%}  {label}")
+    print(f"effv2birds predict: {result.error}", file=sys.stderr)
+    return 1
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Exit 0 when every image was read, 1 when some were not (each named on stderr and in its row)."""
+    from effv2birds.data import expand_image_paths
+    from effv2birds.training import load_trained
+    from effv2birds.training.prediction_files import PredictionWriter
+
+    predictor = load_trained(args.run_dir, which=args.which, device=args.device)  # first: the first argument
+    images = expand_image_paths(args.images)
+    results = predictor.predict_iter(images, top_k=args.top_k, batch_size=args.batch_size, tta=args.tta)
+    failed = 0
+    if args.output:
+        with PredictionWriter(args.output, top_k=min(args.top_k, len(predictor.class_names))) as out:
+            for res in results:
+                out.write(res.image, res.top_k, res.error)
+                failed += _report_unreadable(res)
+        print(f"{out.rows} image(s), {out.errors} unreadable, written to {args.output}")
+    elif args.json:
+        rows = []
+        for res in results:
+            failed += _report_unreadable(res)
+            top = None if res.top_k is None else [{"label": l, "probability": p} for l, p in res.top_k]
+            rows.append({"image": str(res.image), "top_k": top, "error": res.error})
+        print(json.dumps(rows, indent=2))
+    else:
+        for res in results:
+            failed += _report_unreadable(res)
+            if res.top_k is not None:
+                print(res.image)
+                for label, prob in res.top_k:
+                    print(f"  {prob:7.2%}  {label}")
+    return 1 if failed else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from effv2birds.training.run_eval import evaluate_run, format_summary
+
+    names = ("split", "name", "which", "tta", "ignore_unknown_classes", "batch_size", "leak_check", "image_column",
+             "label_column", "cache_dir", "cpu")
+    options = {k: getattr(args, k) for k in names}
+    if args.max_distance is not None:
+        options["max_distance"] = args.max_distance
+    result = evaluate_run(args.run_dir, args.data, **options)
+    if os.environ.get("RANK", "0") == "0":  # once, also under `accelerate launch`
+        print((Path(result["out_dir"]) / "metrics.json").read_text() if args.json else format_summary(result))
     return 0
 
 
@@ -183,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"best val top-1 {result.best_val_top1:.4f} at epoch {result.best_epoch}; "
                       f"run directory: {result.run_dir}")
             return 0
+        if args.command == "export":
+            return _export(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _predict(args)
     except ConfigError as exc:  # before anything heavy is imported
         print(f"effv2birds {args.command}: error: {exc}", file=sys.stderr)

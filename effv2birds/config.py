@@ -146,6 +146,10 @@ class ProgressiveConfig:
 
 Optimizer = Literal["adamw", "adam", "sgd", "rmsprop"]
 Schedule = Literal["cosine", "step", "plateau", "constant"]
+# the trackers accelerate supports (accelerate.utils.LoggerType without "all"), plus "auto" (TensorBoard
+# when it is installed, else none) and "none"; each needs its own package (training.setup.TRACKER_PACKAGES)
+Tracker = Literal["auto", "none", "tensorboard", "trackio", "mlflow", "wandb", "aim", "comet_ml", "clearml",
+                  "dvclive", "swanlab"]
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,7 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None
     keep_last: int = 2
     resume: str | None = None  # a checkpoint dir, or "latest"
-    log_with: Literal["auto", "tensorboard", "none"] = "auto"
+    log_with: Tracker = "auto"  # an accelerate tracker; its package is checked before any data is loaded
     log_every_steps: int = 10
     progress_bar: bool = True
 

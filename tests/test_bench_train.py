@@ -27,11 +27,13 @@ def test_tiny_run_prints_both_paths_and_the_ratio(tmp_path):
     size, batch, ref, trainer, ratio, ref_mib, trainer_mib = lines[header + 1].split()
     assert (size, batch) == ("32", "4")
     assert float(ref) > 0 and float(trainer) > 0
-    assert abs(float(ratio) - float(trainer) / float(ref)) < 0.01
     assert float(ref_mib) > 100 and float(trainer_mib) > 100  # peak RSS of a process that imported torch
     rows = json.loads(out.read_text())["rows"]
     assert [r["path"] for r in rows] == ["reference", "trainer"]
     assert all(len(r["windows"]) == 2 and r["images_per_s"] > 0 for r in rows)
+    # the printed ratio is the unrounded rates' ratio, to the 2 decimals printed (the printed rates are
+    # rounded too, so on a slow machine their quotient can be off by more than that)
+    assert abs(float(ratio) - rows[1]["images_per_s"] / rows[0]["images_per_s"]) <= 0.005 + 1e-9
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):

@@ -57,7 +57,7 @@ def test_reuse_does_no_decoding(photos, tmp_path, count_decodes):
     again = cache_split(load_image_dataset(photos, val_fraction=0.2, test_fraction=0.2)["train"], 32, cache_dir=cache)
     assert count_decodes["n"] == 0
     assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
-    assert again.class_names == ["Hoopoe", "Indian Roller", "Sarus Crane"] and again.image_size == 32
+    assert again.class_names == ["Hoopoe", "Indian-Roller", "Sarus-Crane"] and again.image_size == 32
     assert len(_entries(cache)) == 1
 
 

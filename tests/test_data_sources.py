@@ -57,7 +57,7 @@ def test_kaggle_original_layout_spaces_and_hyphens(kaggle_original):
     ds = load_image_dataset(kaggle_original, val_fraction=0.2, test_fraction=0.2, seed=0)
     assert list(ds) == ["train", "validation", "test"]
     names = ds["train"].features["label"].names
-    assert names == ["Hoopoe", "Ruddy Shelduck", "White Breasted Waterhen"]
+    assert names == ["Hoopoe", "Ruddy Shelduck", "White-Breasted Waterhen"]  # the folder names, as on disk
     assert isinstance(ds["train"].features["image"], datasets.Image)
     total = sum(ds[s].num_rows for s in ds)
     assert total == 3 * PER_CLASS
@@ -91,8 +91,7 @@ def test_birds25_layout_ignores_duplicated_valid_and_keeps_test(tmp_path, shared
     assert ds["train"].num_rows + ds["validation"].num_rows == 24
     assert ds["validation"].num_rows == 6
     _check_disjoint(ds)
-    # the species get the same names/ids as in the Kaggle original layout
-    assert ds["train"].features["label"].names == ["Hoopoe", "Ruddy Shelduck", "White Breasted Waterhen"]
+    assert ds["train"].features["label"].names == ["Hoopoe", "Ruddy-Shelduck", "White-Breasted-Waterhen"]
 
 
 def test_test_file_duplicated_in_train_is_removed_from_train(tmp_path, shared_data):
@@ -121,7 +120,7 @@ def test_generic_tree_with_odd_names_and_non_images(tmp_path, shared_data):
     (tmp_path / "photos" / "my birds" / "notes.txt").write_text("not a photo")
     (tmp_path / "photos" / "my birds" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     ds = load_image_dataset(tmp_path / "photos", val_fraction=0.25, test_fraction=0.25)
-    assert ds["train"].features["label"].names == ["my birds", "Ruddy Shelduck"]
+    assert ds["train"].features["label"].names == ["my birds", "ruddy_shelduck"]
     assert [Path(p).name for p, _ in skipped_files(ds)] == ["broken.jpg"]
     assert any(Path(i["path"]).name == "notes.txt" for i in data_report(ds)["ignored"])
     assert sum(ds[s].num_rows for s in ds) == 8
@@ -223,3 +222,32 @@ def test_unchanged_files_are_not_checked_again(tmp_path, shared_data, monkeypatc
     os.utime(tmp_path / "photos" / "Hoopoe" / "bad.jpg", ns=(time.time_ns(), time.time_ns() + 10**9))
     fixed = load_image_dataset(tmp_path / "photos", cache_dir=tmp_path / "cache")
     assert calls["n"] == 10 and skipped_files(fixed) == []
+
+
+def test_spelling_variants_across_splits_are_one_class_with_the_training_name(tmp_path, shared_data):
+    root = tmp_path / "data"
+    _fill(root / "train", shared_data, {"Ruddy-Shelduck": "Ruddy-Shelduck", "Hoopoe": "Hoopoe"}, n=4)
+    _fill(root / "test", shared_data, {"Ruddy Shelduck": "Ruddy-Shelduck", "hoopoe": "Hoopoe"}, n=2, start=10)
+    ds = load_image_dataset(root, seed=0)
+    names = ds["train"].features["label"].names
+    assert names == ["Hoopoe", "Ruddy-Shelduck"]
+    test_paths = [Path(v["path"]) for v in _all_paths(ds)["test"]]
+    assert [names[label] for label in ds["test"]["label"]] == [
+        {"hoopoe": "Hoopoe", "Ruddy Shelduck": "Ruddy-Shelduck"}[p.parent.name] for p in test_paths]
+
+
+def test_two_folders_with_one_key_in_a_split_are_an_error(tmp_path):
+    for name in ("cat_1", "cat-1", "dog"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        PIL.Image.new("RGB", (8, 8), (len(name) * 20, 0, 0)).save(tmp_path / "photos" / name / "a.png")
+    with pytest.raises(DataError, match="'cat-1' and 'cat_1'"):
+        load_image_dataset(tmp_path / "photos")
+
+
+def test_a_classlabel_keeps_its_names_and_order():
+    images = [PIL.Image.new("RGB", (8, 8), (i * 9, 0, 0)) for i in range(12)]
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["zebra", "Ant_x"])})
+    raw = datasets.Dataset.from_dict({"image": images, "label": [0, 1] * 6}, features=feats)
+    ds = load_image_dataset(raw, val_fraction=0.2, test_fraction=0.2)
+    assert ds["train"].features["label"].names == ["zebra", "Ant_x"]
+    assert sorted(set(ds["train"]["label"])) == [0, 1]

@@ -108,3 +108,50 @@ def test_resume_refuses_a_changed_config(tmp_path):
     assert lrs[2] > 0 and lrs[3] == 0
     same = train(cfg.replace(resume="latest", epochs=3, max_steps=3))  # budget spent: nothing more to do
     assert same.global_steps == 3 and same.epochs_run == 2
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_one_before_with_a_warning(tmp_path, one_thread):
+    """A truncated ``model.safetensors`` in the newest checkpoint (a full disk, a copy cut short): resume
+    'latest' warns naming it and continues from the newest loadable one, bit-identical to a clean run."""
+    from effv2birds.training import CheckpointError, resolve_resume
+
+    base = dict(data="synthetic", synthetic_size=48, max_samples=48, image_size=32, batch_size=8, epochs=2,
+                width_multiplier=0.25, depth_multiplier=0.1, progress_bar=False, log_with="none", cpu=True,
+                cache_dir=str(tmp_path / "cache"), checkpoint_every_steps=2, checkpoint_every_epochs=None,
+                keep_last=3)
+    whole = train(TrainConfig(**base, output_dir=str(tmp_path / "whole")))
+    cut = dict(base, output_dir=str(tmp_path / "cut"))
+    train(TrainConfig(**cut, max_steps=6))
+    ckpts = list_checkpoints(tmp_path / "cut" / "checkpoints")
+    assert [p.name for p in ckpts][-2:] == ["step-00000004", "step-00000006"]
+    weights = next(ckpts[-1].rglob("model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    (tmp_path / "cut" / "metrics.json").unlink()  # as if killed after that checkpoint
+    with pytest.warns(UserWarning, match="step-00000006.*model.safetensors is truncated"):
+        assert resolve_resume("latest", tmp_path / "cut") == ckpts[-2]
+    with pytest.warns(UserWarning, match="step-00000006"):
+        resumed = train(TrainConfig(**cut, resume="latest"))
+    assert resumed.global_steps == whole.global_steps
+    a = load_file(str(tmp_path / "whole" / "model" / "last.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for p in list_checkpoints(tmp_path / "cut" / "checkpoints"):  # every checkpoint corrupt: a clear error
+        w = next(p.rglob("model.safetensors"))
+        w.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="can be loaded"), pytest.warns(UserWarning):
+        resolve_resume("latest", tmp_path / "cut")
+
+
+def test_relative_absolute_and_moved_run_dirs_are_the_same_run(tmp_path, monkeypatch, one_thread):
+    base = dict(data="synthetic", synthetic_size=32, max_samples=32, image_size=32, batch_size=8,
+                width_multiplier=0.25, depth_multiplier=0.1, progress_bar=False, log_with="none", cpu=True,
+                cache_dir=str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    train(TrainConfig(**base, output_dir="runs/x", epochs=1))
+    resumed = train(TrainConfig(**base, output_dir=str(tmp_path / "runs" / "x"), epochs=2, resume="latest"))
+    assert resumed.epochs_run == 2
+    (tmp_path / "runs" / "x").rename(tmp_path / "moved")
+    moved = train(TrainConfig(**base, output_dir=str(tmp_path / "moved"), epochs=3, resume="latest"))
+    assert moved.epochs_run == 3 and moved.run_dir == tmp_path / "moved"
+    env = json.loads((tmp_path / "moved" / "environment.json").read_text())
+    assert env["effv2birds"]["effv2birds"] and "git_commit" in env["effv2birds"]

@@ -3,7 +3,8 @@
 Sources: a folder (the Kaggle "25 Indian bird species" layouts or any class-per-folder tree), a
 directory written by ``DatasetDict.save_to_disk``, a Hugging Face hub id, an existing
 ``Dataset``/``DatasetDict``, or ``"synthetic"``. The result always has an ``image`` column
-(``datasets.Image``) and a ``label`` column (``ClassLabel`` with canonical species names).
+(``datasets.Image``) and a ``label`` column (``ClassLabel`` named as the class folders, or as the data
+set's own ``ClassLabel``; see :mod:`effv2birds.data.names`).
 
 >>> ds = load_image_dataset("synthetic", synthetic_size=100)
 >>> list(ds), ds["train"].column_names
@@ -26,6 +27,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .decode import IMAGE_EXTENSIONS, check_image
+from .dedup import NEAR_DUPLICATE_DISTANCE, drop_cross_split_duplicates
 from .names import DataError, class_names_from
 from .splits import per_class_indices, stratified_split, stratified_subsample
 
@@ -223,7 +225,7 @@ def _pick_column(ds, wanted: str | None, kind: str, candidates: tuple[str, ...],
 
 
 def _normalise_dict(dd, image_column, label_column):
-    """Rename/cast columns of a DatasetDict to image (Image) + label (ClassLabel, canonical names)."""
+    """Rename/cast columns of a DatasetDict to image (Image) + label (ClassLabel)."""
     import datasets
 
     splits, notes = {}, []
@@ -240,15 +242,16 @@ def _normalise_dict(dd, image_column, label_column):
                        datasets.Image)
     lab = _pick_column(first, label_column, "label", ("label", "labels", "class", "category", "target", "species"),
                        datasets.ClassLabel)
-    # one label vocabulary over all splits, then canonical names
+    # one label vocabulary over all splits: a ClassLabel's names and order as the data set defines
+    # them, else the label values as spelt (matched across splits by name_key)
     raw_names: list[str] | None = None
     if isinstance(first.features[lab], datasets.ClassLabel):
         raw_names = list(first.features[lab].names)
+        names, raw_to_id = raw_names, {n: i for i, n in enumerate(raw_names)}
+    else:
+        names, raw_to_id = class_names_from(*([str(v) for v in splits[s].unique(lab)]
+                                              for s in SPLITS if s in splits))
     out = {}
-    values = None
-    if raw_names is None:
-        values = sorted({str(v) for s in splits.values() for v in s.unique(lab)})
-    names, raw_to_id = class_names_from(raw_names if raw_names is not None else values)
     features = datasets.Features({"image": datasets.Image(mode="RGB"), "label": datasets.ClassLabel(names=names)})
     for name, split in splits.items():
         if img not in split.column_names or lab not in split.column_names:
@@ -334,13 +337,16 @@ def load_image_dataset(
     num_proc: int | None = None,
     verify: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    drop_near_duplicates: bool = False,
 ):
     """Load images and labels from ``source`` as a ``DatasetDict`` with train/validation/test.
 
     ``source``: a folder, a ``save_to_disk`` directory, a hub id, a ``Dataset``/``DatasetDict`` or
     ``"synthetic"``. Missing validation/test splits are carved out of train (stratified, seeded).
     Every image is decoded once (``verify=True``): undecodable files are excluded and listed by
-    :func:`skipped_files`; byte-identical files are kept in one split only (see :func:`data_report`).
+    :func:`skipped_files`; byte-identical files are kept in one split only (see :func:`data_report`),
+    and with ``drop_near_duplicates=True`` also re-encoded, resized, flipped or rotated copies
+    (:func:`~effv2birds.data.dedup.drop_cross_split_duplicates`; listed in the report's ``near_duplicates``).
     ``per_class`` keeps N training images per class; ``max_samples`` caps every split. Check
     results of unchanged files are remembered under ``cache_dir`` (default: the cache of
     :func:`~effv2birds.data.cache_split`), so big folders are decoded once, not every run.
@@ -361,7 +367,7 @@ def load_image_dataset(
             raise DataError(f"{name}={value!r} must be a positive integer or None")
 
     report: dict[str, Any] = {"source": str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
-                              "skipped": [], "duplicates": [], "notes": []}
+                              "skipped": [], "duplicates": [], "near_duplicates": [], "notes": []}
     file_rows: dict[str, list[tuple[str, str]]] | None = None
     if isinstance(source, datasets.DatasetDict):
         report.update(kind="datasets", layout="DatasetDict")
@@ -388,7 +394,7 @@ def load_image_dataset(
             file_rows, layout, ignored = _scan_folder(path.resolve())
             report.update(kind="folder", layout=layout)
             report["ignored"] = ignored
-            names, raw_to_id = class_names_from(c for rows in file_rows.values() for _, c in rows)
+            names, raw_to_id = class_names_from(*([c for _, c in file_rows[s]] for s in SPLITS if s in file_rows))
             features = datasets.Features({"image": datasets.Image(mode="RGB"), "label": datasets.ClassLabel(names=names)})
             splits = {
                 s: datasets.Dataset.from_dict(
@@ -452,6 +458,10 @@ def load_image_dataset(
             if name not in splits:
                 splits[name] = full.select(idx)
                 report["notes"].append(f"{name} split carved from train: {len(idx)} rows ({frac:.0%}, stratified, seed {seed})")
+    if drop_near_duplicates:  # after carving, so that carved splits are checked too
+        splits, report["near_duplicates"] = drop_cross_split_duplicates(splits, threads=num_proc)
+        report["notes"].append(f"{len(report['near_duplicates'])} near-duplicate(s) of photos in other splits dropped "
+                               f"(dHash, Hamming distance <= {NEAR_DUPLICATE_DISTANCE} bits, flips/rotations included)")
     if per_class is not None:
         splits["train"] = splits["train"].select(per_class_indices(splits["train"]["label"], per_class, seed=seed))
     if max_samples is not None:

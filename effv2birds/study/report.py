@@ -24,7 +24,7 @@ __all__ = ["COLUMNS", "collect_rows", "discover_runs", "write_report", "read_epo
 COLUMNS = [
     "experiment", "run", "status", "recipe", "seed", "variant", "image_size", "data", "params", "gflops",
     "epochs", "epochs_run", "best_epoch", "best_val_top1", "best_val_top5", "final_val_top1", "final_val_top5",
-    "test_top1", "test_top1_ci95", "test_top5", "test_macro_f1", "test_samples", "train_time_s", "images_per_s",
+    "final_train_top1", "test_top1", "test_top1_ci95", "test_top5", "test_macro_f1", "test_samples", "train_time_s", "images_per_s",
     "device", "world_size", "study_top1", "note",
 ]
 RUN_INFO = "study_run.json"  # written by the runner into each run directory: experiment, run, recipe, note
@@ -104,6 +104,7 @@ def _row(run: PlannedRun, skipped: dict[str, str]) -> dict[str, Any]:
         best_val_top5=_pct(best.get("val_top5")) if best else None,
         final_val_top1=_pct(last.get("val_top1")) if last else None,
         final_val_top5=_pct(last.get("val_top5")) if last else None,
+        final_train_top1=_pct(last.get("train_top1")) if last else None,
         test_top1=_pct(test.get("top1")), test_top5=_pct(test.get("top5")), test_macro_f1=_pct(test.get("macro_f1")),
         train_time_s=round(m["train_time_s"], 1) if m.get("train_time_s") is not None else None,
         images_per_s=round(m["images_per_s"], 1) if m.get("images_per_s") is not None else None,
@@ -130,7 +131,7 @@ def _fmt(value: Any) -> str:
 
 
 _TABLE = ["run", "recipe", "seed", "variant", "image_size", "params", "gflops", "epochs_run", "best_val_top1",
-          "final_val_top1", "test_top1", "test_top1_ci95", "test_top5", "test_macro_f1", "study_top1", "train_time_s",
+          "final_val_top1", "final_train_top1", "test_top1", "test_top1_ci95", "test_top5", "test_macro_f1", "study_top1", "train_time_s",
           "images_per_s", "device"]
 
 
@@ -140,25 +141,25 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _seed_summary(rows: list[dict[str, Any]]) -> list[str]:
-    """Mean and spread over seeds of each (image size, recipe) of new-data that ran with several seeds."""
-    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    """Mean and spread over seeds of each (image size, recipe, epochs) of new-data run with several seeds."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         if r["status"] == "finished" and r["test_top1"] is not None:
-            groups.setdefault((r["image_size"], r["recipe"]), []).append(r)
+            groups.setdefault((r["image_size"], r["recipe"], r["epochs"]), []).append(r)
     lines = []
-    for (size, recipe), group in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+    for (size, recipe, epochs), group in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         if len({r["seed"] for r in group}) < 2:
             continue
         tops = [r["test_top1"] for r in group]
         vals = [r["best_val_top1"] for r in group if r["best_val_top1"] is not None]
         mean = sum(tops) / len(tops)
         std = math.sqrt(sum((t - mean) ** 2 for t in tops) / (len(tops) - 1))
-        lines.append(f"| {size} | {recipe} | {len(group)} | {mean:.2f} ± {std:.2f} | {min(tops):.2f}–{max(tops):.2f} | "
+        lines.append(f"| {size} | {recipe} | {epochs} | {len(group)} | {mean:.2f} ± {std:.2f} | {min(tops):.2f}–{max(tops):.2f} | "
                      f"{sum(vals) / max(len(vals), 1):.2f} |")
     if not lines:
         return []
     head = ["Over seeds (test top-1 mean ± sample standard deviation, range; mean best validation top-1):", "",
-            "| image_size | recipe | seeds | test_top1 | range | best_val_top1 |", "|---|---|---|---|---|---|"]
+            "| image_size | recipe | epochs | seeds | test_top1 | range | best_val_top1 |", "|---|---|---|---|---|---|---|"]
     return head + lines + [""]
 
 

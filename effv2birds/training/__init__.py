@@ -6,10 +6,11 @@ True
 """
 
 from .checkpoint import CheckpointError, list_checkpoints, resolve_resume
-from .inference import Predictor, UnreadableImageError, load_trained
+from .inference import TTA_MODES, Prediction, Predictor, UnreadableImageError, load_trained
 from .metrics import ClassReport, MeanLoss, TopKAccuracy, build_metrics, classification_metrics
 from .optim import LRSchedule, build_optimizer, build_schedule, scaled_lr
 from .evaluation import evaluate_model
+from .run_eval import evaluate_run
 from .trainer import NonFiniteLossError, TrainResult, should_stop_early, train
 
 __all__ = [
@@ -18,7 +19,9 @@ __all__ = [
     "LRSchedule",
     "MeanLoss",
     "NonFiniteLossError",
+    "Prediction",
     "Predictor",
+    "TTA_MODES",
     "TopKAccuracy",
     "TrainResult",
     "UnreadableImageError",
@@ -27,6 +30,7 @@ __all__ = [
     "build_schedule",
     "classification_metrics",
     "evaluate_model",
+    "evaluate_run",
     "list_checkpoints",
     "load_trained",
     "resolve_resume",

@@ -20,12 +20,15 @@ import json
 import os
 import re
 import shutil
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "CheckpointError",
     "checkpoint_name",
+    "checkpoint_problem",
     "list_checkpoints",
     "resolve_resume",
     "save_checkpoint",
@@ -62,16 +65,55 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
 
 
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why a complete-looking checkpoint cannot be loaded (a truncated or corrupt file), else ``None``.
+
+    Cheap: reads the safetensors headers (which record every tensor's extent, so a cut file fails) and
+    the zip directory at the end of each ``torch.save`` file, not the tensors.
+
+    >>> checkpoint_problem("/nonexistent")
+    'not a complete checkpoint (no trainer_state.json)'
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not _is_complete(path):
+        return f"not a complete checkpoint (no {STATE_FILE})"
+    for file in sorted(path.rglob("*")):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt"):
+                    pass
+            elif file.suffix in (".bin", ".pt", ".pth") and not zipfile.is_zipfile(file):
+                return f"{file.name} is truncated or corrupt (not a complete torch.save archive)"
+        except Exception as exc:  # safetensors raises its own error type for a cut or garbled header
+            return f"{file.name} is truncated or corrupt ({exc})"
+    return None
+
+
 def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
-    """The checkpoint folder that ``resume`` names: ``"latest"`` (newest in ``run_dir/checkpoints``,
-    ``None`` when there is none yet, so a fresh run starts) or a path to a checkpoint folder.
+    """The checkpoint folder that ``resume`` names: ``"latest"`` (newest loadable one in
+    ``run_dir/checkpoints``, ``None`` when there is none yet, so a fresh run starts) or a path to a
+    checkpoint folder. With ``"latest"`` a corrupt newest checkpoint (a disk filled up, a copy cut
+    short) is passed over with a warning naming it, and the newest loadable one before it is used.
 
     >>> resolve_resume("latest", "/nonexistent") is None
     True
     """
     if resume == "latest":
         found = list_checkpoints(Path(run_dir) / "checkpoints")
-        return found[-1] if found else None
+        for candidate in reversed(found):
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                return candidate
+            warnings.warn(f"checkpoint {candidate} cannot be loaded: {problem}; trying the one before it",
+                          stacklevel=2)
+        if found:
+            raise CheckpointError(
+                f"no checkpoint in {Path(run_dir) / 'checkpoints'} can be loaded (all truncated or corrupt); "
+                "start a new run with another output_dir, or resume=PATH from a copy of the run"
+            )
+        return None
     path = Path(resume).expanduser()
     if path.is_dir() and not _is_complete(path) and list_checkpoints(path / "checkpoints"):
         return list_checkpoints(path / "checkpoints")[-1]  # a run directory: its newest checkpoint

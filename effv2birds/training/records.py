@@ -31,6 +31,7 @@ __all__ = [
     "MetricsLog",
     "atomic_write_text",
     "environment_info",
+    "source_version",
     "read_weights",
     "save_weights",
     "write_json",
@@ -126,13 +127,36 @@ def machine_name() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores" + (f"; GPU: {', '.join(gpus)}" if gpus else "")
 
 
+def source_version() -> dict[str, Any]:
+    """The effv2birds version, and the git commit (with a ``dirty`` flag) when it runs from a checkout.
+
+    >>> sorted(source_version())[:2]
+    ['effv2birds', 'git_commit']
+    """
+    import subprocess
+
+    import effv2birds
+
+    root = Path(effv2birds.__file__).resolve().parents[1]
+    info: dict[str, Any] = {"effv2birds": effv2birds.__version__, "git_commit": None, "git_dirty": None}
+    if (root / ".git").exists():
+        try:
+            run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
+                                            timeout=10, check=True).stdout.strip()
+            info["git_commit"] = run("rev-parse", "HEAD")
+            info["git_dirty"] = bool(run("status", "--porcelain", "--untracked-files=no"))
+        except (OSError, subprocess.SubprocessError):  # no git binary, not a repository
+            pass
+    return info
+
+
 def environment_info(accelerator: Any) -> dict[str, Any]:
-    """Package versions, devices, precision and process layout of this run.
+    """Package versions (effv2birds with its git commit), devices, precision and process layout.
 
     >>> from accelerate import Accelerator
     >>> info = environment_info(Accelerator(cpu=True))
-    >>> info["world_size"], "torch" in info["packages"]
-    (1, True)
+    >>> info["world_size"], "torch" in info["packages"], info["effv2birds"]["effv2birds"]
+    (1, True, '0.1.0')
     """
     import torch
 
@@ -146,6 +170,7 @@ def environment_info(accelerator: Any) -> dict[str, Any]:
     if torch.cuda.is_available():
         devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
+        "effv2birds": source_version(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": platform.node(),

@@ -1,5 +1,6 @@
-"""Run preparation for ``train``: run-directory checks, data loading and placement, linear-probe
-freezing, trackers. Kept apart so that ``trainer.py`` shows the training loop itself.
+"""Run preparation for ``train``: run-directory checks, the checks made before any data is touched,
+data loading and placement, linear-probe freezing, trackers. Kept apart so that ``trainer.py``
+shows the training loop itself.
 
 >>> from effv2birds.training.setup import RESUMABLE_CHANGES
 >>> "lr" in RESUMABLE_CHANGES
@@ -16,14 +17,40 @@ from typing import Any, Sequence
 import torch
 
 from effv2birds.config import ConfigError, TrainConfig
-from effv2birds.training.checkpoint import list_checkpoints
+from effv2birds.training.checkpoint import list_checkpoints, resolve_resume
 
-__all__ = ["RESUMABLE_CHANGES", "check_run_dir", "data_device", "default_channels_last", "finish_trackers", "freeze_backbone",
-           "load_data", "resolve_mixed_precision", "set_train_mode", "tracker_name"]
+__all__ = ["RESUMABLE_CHANGES", "TRACKER_PACKAGES", "check_before_data", "check_model", "check_output_dir",
+           "check_run_dir", "data_device", "default_channels_last", "finish_trackers", "freeze_backbone", "load_data",
+           "resolve_mixed_precision", "set_train_mode", "tracker_init", "tracker_name"]
+
+
+# tracker -> the pip command that installs its package (accelerate's is_<name>_available checks for it)
+TRACKER_PACKAGES: dict[str, str] = {
+    "tensorboard": "pip install 'effv2birds[tensorboard]'",
+    "trackio": "pip install 'effv2birds[trackio]'",
+    "mlflow": "pip install 'effv2birds[mlflow]' (the client, mlflow-skinny; or pip install mlflow)",
+    "wandb": "pip install wandb",
+    "aim": "pip install 'aim<4'",
+    "comet_ml": "pip install comet_ml",
+    "clearml": "pip install clearml",
+    "dvclive": "pip install dvclive",
+    "swanlab": "pip install swanlab",
+}
+
+
+def _tracker_available(name: str) -> bool | None:
+    """accelerate's own check (``accelerate.utils.is_<name>_available``); None: this accelerate lacks the tracker."""
+    import accelerate.utils
+
+    check = getattr(accelerate.utils, f"is_{name}_available", None)
+    return None if check is None else bool(check())
 
 
 def tracker_name(config: TrainConfig) -> str | None:
-    """The accelerate tracker for ``config.log_with`` ("auto": TensorBoard when it is installed).
+    """The accelerate tracker for ``config.log_with`` ("auto": TensorBoard when it is installed, else none).
+
+    Raises ConfigError with the pip command when the tracker's package is missing: accelerate itself
+    would drop the tracker silently and the run would log nowhere.
 
     >>> from effv2birds import TrainConfig
     >>> tracker_name(TrainConfig(log_with="none")) is None
@@ -32,11 +59,101 @@ def tracker_name(config: TrainConfig) -> str | None:
     if config.log_with == "none":
         return None
     if config.log_with == "auto":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            return None
-    return "tensorboard"
+        return "tensorboard" if _tracker_available("tensorboard") else None
+    available = _tracker_available(config.log_with)
+    if available is None:
+        import accelerate
+
+        raise ConfigError(
+            f"TrainConfig.log_with={config.log_with!r}: accelerate {accelerate.__version__} has no such tracker; "
+            "upgrade it (pip install -U accelerate) or choose another log_with"
+        )
+    if not available:
+        raise ConfigError(
+            f"TrainConfig.log_with={config.log_with!r} needs the {config.log_with} package, which is not installed: "
+            f"{TRACKER_PACKAGES[config.log_with]}; or choose log_with='none' (nothing was loaded or written)"
+        )
+    return config.log_with
+
+
+def tracker_init(tracker: str, run_dir: Path) -> tuple[str, dict[str, Any]]:
+    """``(project_name, init_kwargs)`` for ``accelerator.init_trackers``: TensorBoard writes into
+    ``RUN_DIR/tensorboard`` as before; the others log to project ``effv2birds`` (their own environment
+    variables, e.g. ``MLFLOW_EXPERIMENT_NAME``, still win) under the run directory's name.
+
+    >>> tracker_init("mlflow", Path("runs/birds32"))
+    ('effv2birds', {'mlflow': {'run_name': 'birds32'}})
+    """
+    if tracker == "tensorboard":
+        return "tensorboard", {}
+    name = run_dir.name
+    kwargs = {"trackio": {"name": name}, "mlflow": {"run_name": name}, "wandb": {"name": name, "dir": str(run_dir)},
+              "dvclive": {"dir": str(run_dir / "dvclive")}, "swanlab": {"experiment_name": name}}
+    return "effv2birds", {tracker: kwargs[tracker]} if tracker in kwargs else {}
+
+
+def check_output_dir(run_dir: Path) -> None:
+    """Refuse an ``output_dir`` that cannot be created or written, before any work is done.
+
+    >>> check_output_dir(Path("/dev/null/run"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    effv2birds.config.ConfigError: output_dir '/dev/null/run' cannot be created: /dev/null is a file, not a folder; ...
+    """
+    existing = run_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"output_dir {str(run_dir)!r} cannot be created: {existing} is a file, not a folder; "
+                          "choose another output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):  # also catches read-only file systems (EROFS), even for root
+        verb = "written" if existing == run_dir.absolute() else "created"
+        raise ConfigError(f"output_dir {str(run_dir)!r} cannot be {verb}: {existing} is not writable "
+                          "(permissions or a read-only file system); choose another output_dir")
+
+
+def check_model(config: TrainConfig) -> None:
+    """Build the configured model on the meta device (no memory, no random numbers): an unknown model
+    name, a backend/variant that cannot be built, bad multipliers or rates, a missing weights file or
+    one of another architecture all fail here, before any photo is decoded. The number of classes is
+    not known yet; a head of another size is never an error (it is replaced), so 2 stands in for it.
+
+    >>> from effv2birds import TrainConfig
+    >>> check_model(TrainConfig(model="resnet50"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    effv2birds.models.errors.ModelConfigError: unknown model 'resnet50'; choose one of efficientnet_v2_s, ...
+    """
+    import warnings
+
+    from effv2birds.models import build_model
+
+    with torch.device("meta"), warnings.catch_warnings():
+        # loading a weights file into meta tensors is a deliberate no-op: only names and shapes are checked
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
+        build_model(config.model, backend=config.backend, num_classes=2, pretrained=config.pretrained,
+                    weights=config.weights, variant=config.variant, dropout=config.dropout,
+                    stochastic_depth=config.stochastic_depth, width_multiplier=config.width_multiplier,
+                    depth_multiplier=config.depth_multiplier, zero_init_residual=config.zero_init_residual)
+
+
+def check_before_data(config: TrainConfig, run_dir: Path) -> str | None:
+    """Everything that can be checked without the data, checked before any photo is decoded or cached:
+    the output directory, the tracker's package, the model and its weights file, the checkpoint to
+    resume from. Returns the tracker (``tracker_name``).
+
+    >>> import tempfile
+    >>> from effv2birds import TrainConfig
+    >>> check_before_data(TrainConfig(log_with="none", width_multiplier=0.25, depth_multiplier=0.1),
+    ...                   Path(tempfile.mkdtemp()) / "run") is None
+    True
+    """
+    check_output_dir(run_dir)
+    tracker = tracker_name(config)
+    check_model(config)
+    if config.resume is not None:
+        resolve_resume(config.resume, run_dir)  # a named checkpoint that does not exist fails here
+    return tracker
 
 
 def load_data(config: TrainConfig, accelerator: Any,
@@ -200,7 +317,9 @@ def finish_trackers(accelerator: Any) -> None:
 # fields that may change when a run is resumed (they do not change what the training computes)
 RESUMABLE_CHANGES = {"resume", "progress_bar", "log_with", "log_every_steps", "epochs", "min_epochs",
                      "early_stop_patience", "max_steps", "checkpoint_every_epochs", "checkpoint_every_steps",
-                     "keep_last", "num_proc", "cache_dir", "eval_every_epochs", "max_nonfinite_steps"}
+                     "keep_last", "num_proc", "cache_dir", "eval_every_epochs", "max_nonfinite_steps",
+                     # where the run lives: runs/x, its absolute path, or the folder after a move
+                     "output_dir"}
 
 
 def check_run_dir(run_dir: Path, config: TrainConfig) -> None:

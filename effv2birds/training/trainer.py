@@ -36,8 +36,8 @@ from effv2birds.training.evaluation import evaluate_model
 from effv2birds.training.optim import build_optimizer, build_schedule, nonfinite_skipper
 from effv2birds.training.records import (MetricsLog, environment_info, read_weights, save_weights, write_json,
                                          write_model_card)
-from effv2birds.training.setup import (check_run_dir, data_device, default_channels_last, finish_trackers,
-                                       freeze_backbone, load_data, set_train_mode, tracker_name)
+from effv2birds.training.setup import (check_before_data, check_run_dir, data_device, default_channels_last,
+                                       finish_trackers, freeze_backbone, load_data, set_train_mode, tracker_init)
 
 __all__ = ["train", "TrainResult", "NonFiniteLossError", "should_stop_early"]
 
@@ -140,7 +140,7 @@ def train(config: TrainConfig) -> TrainResult:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from effv2birds.data import BatchAugment, make_loader
+    from effv2birds.data import BatchAugment, make_loader, write_train_hashes
     from effv2birds.models import build_model, get_transforms, model_facts, set_regularization
     from effv2birds.progressive import stage_settings
     from effv2birds.training.setup import resolve_mixed_precision
@@ -149,11 +149,11 @@ def train(config: TrainConfig) -> TrainResult:
         raise TypeError(f"train() needs a TrainConfig, got {type(config).__name__}")
     run_dir = Path(config.output_dir).expanduser()
     check_run_dir(run_dir, config)
+    tracker = check_before_data(config, run_dir)  # model, weights, tracker, output dir: before any photo is decoded
     # Several runs in one process (a study, the tests) may use different precision/accumulation:
     # forget the previous run's accelerator settings, but keep the process group.
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    tracker = tracker_name(config)
     precision = resolve_mixed_precision(config)
     on_cuda = torch.cuda.is_available() and not config.cpu
     try:
@@ -194,6 +194,7 @@ def train(config: TrainConfig) -> TrainResult:
     splits, class_names, data_report = load_data(config, accelerator, train_sizes)
     if is_main:
         write_json(run_dir / "data_report.json", data_report)
+        write_train_hashes(run_dir, splits["train"][max(splits["train"])])  # for evaluate's leak check
     num_classes = len(class_names)
 
     # --- model, optimizer, schedule --------------------------------------------------------------
@@ -278,9 +279,10 @@ def train(config: TrainConfig) -> TrainResult:
             accelerator.print(f"resumed from {resume_from} (epoch {state.epoch}, batch {state.batch_in_epoch})")
     elif is_main and metrics_log.path.exists():
         metrics_log.path.unlink()  # a stale log of a run that never checkpointed
-    if tracker:  # TensorBoard files go to run_dir/tensorboard; hparams must be plain scalars
-        accelerator.init_trackers("tensorboard", config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-                                                         for k, v in config.to_dict().items()})
+    if tracker:  # project and run named by tracker_init (TensorBoard: run_dir/tensorboard); hparams: plain scalars
+        project, init_kwargs = tracker_init(tracker, run_dir)
+        accelerator.init_trackers(project, config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                                                   for k, v in config.to_dict().items()}, init_kwargs=init_kwargs)
 
     def save() -> None:
         summary = {"epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch, "global_step": state.global_step,
