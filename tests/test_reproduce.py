@@ -148,8 +148,9 @@ def test_report_covers_every_run_in_the_folder_with_intervals_and_seed_summary(t
     assert rows[0]["test_top1_ci95"] == f"{100 * low:.1f}-{100 * high:.1f}" and rows[0]["test_samples"] == 500
     by_run = {r["run"]: r for r in rows}
     text = (tmp_path / "report.md").read_text()
-    assert "| 32 | quick | 4 | 2 | 30.00 ± 14.14 | 20.00–40.00 |" in text  # seeds 0 and 1: 20 % and 40 %
-    assert "| 32 | study | 4 | 2 | 40.00 ± 14.14 |" in text
+    epochs = runs[0].config.epochs
+    assert f"| 32 | quick | {epochs} | 2 | 30.00 ± 14.14 | 20.00–40.00 |" in text  # seeds 0 and 1: 20 % and 40 %
+    assert f"| 32 | study | {epochs} | 2 | 40.00 ± 14.14 |" in text
     assert by_run["32px-study-recipe"]["study_top1"] == 6.0  # the study's own 32 px figure beside its recipe's run
 
 
