@@ -3,8 +3,8 @@
 Command:   accelerate launch examples/reproduce.py            (or: python examples/reproduce.py)
 Hardware:  any; the default `quick` preset runs on a 2-core CPU, no data or download needed.
 Run time:  quick preset, every experiment on the built-in synthetic birds at 32 and 64 px:
-           932 s (15.5 min) on this project's 2-core CPU VM, 2026-12-01, measured with per-epoch
-           checkpoints, which the preset has since dropped (not re-measured without them). Pretrained
+           932 s and 1,013 s (15.5 and 16.9 min) in two runs on this project's 2-core CPU VM,
+           2026-12-01 (with and without per-epoch checkpoints; the VM varies by ~10 %). Pretrained
            runs are skipped offline unless --weights FILE or a cached file exists, and so is their
            from-scratch baseline.
 Result:    OUTPUT/report.md, results.csv, results.json and PNG plots. The quick preset trains each run

@@ -183,6 +183,9 @@ def test_quick_preset_defaults_and_pretrained_baseline_skipped_offline(tmp_path,
     skipped = run_planned(runs, log=trained.append)
     assert set(skipped) == {"pretrained/linear-probe", "pretrained/fine-tune", "pretrained/scratch"}
     assert "weights=" in skipped["pretrained/scratch"] and not (runs[2].run_dir / "metrics.json").exists()
+    from effv2birds.study.report import discover_runs  # a later report of the folder still lists all three
+
+    assert sorted(r.name for r in discover_runs(tmp_path)) == sorted(skipped)
 
 
 def test_a_run_with_the_config_of_a_finished_one_reuses_its_results(tmp_path):

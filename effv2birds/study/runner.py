@@ -36,6 +36,7 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
         if run.baseline_of_weights and missing and status != "finished":
             # a from-scratch twin of runs that could not start compares with nothing: save its CPU time
             skipped[run.name] = f"not trained: it is the baseline of {', '.join(missing)}, skipped: {skipped[missing[0]]}"
+            write_run_info(run)  # so that a later report of the folder lists it too
             log(f"[{i}/{len(runs)}] {run.name}: skipped, the pretrained runs it is the baseline of were skipped")
             continue
         if status == "finished":
@@ -50,8 +51,7 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
         if status == "interrupted" and config.resume is None:
             config = config.replace(resume="latest")
         log(f"[{i}/{len(runs)}] {run.name}: {'resuming' if status == 'interrupted' else 'training'} -> {run.run_dir}")
-        write_json(run.run_dir / RUN_INFO, {"experiment": run.experiment, "run": run.run, "recipe": run.recipe,
-                                            "note": run.note, "config": run.config.to_dict()})
+        write_run_info(run)
         try:
             train(config)
         except WeightsNotFoundError as exc:
@@ -67,6 +67,12 @@ _RECORDS = ("config.json", "config.toml", "metrics.json", "metrics.jsonl", "envi
 
 def _training_key(config: dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "resume")}, sort_keys=True)
+
+
+def write_run_info(run: PlannedRun, note: str | None = None) -> None:
+    """``RUN_DIR/study_run.json``: what the report needs to list the run (also one never trained)."""
+    write_json(run.run_dir / RUN_INFO, {"experiment": run.experiment, "run": run.run, "recipe": run.recipe,
+                                        "note": run.note if note is None else note, "config": run.config.to_dict()})
 
 
 def finished_twin(run: PlannedRun) -> Path | None:
@@ -87,9 +93,7 @@ def copy_records(source: Path, run: PlannedRun) -> None:
     for name in _RECORDS:
         if (source / name).is_file() and name != "metrics.json":
             (run.run_dir / name).write_bytes((source / name).read_bytes())
-    note = f"same config as {source.parent.name}/{source.name}: its results (trained once; weights there)"
-    write_json(run.run_dir / RUN_INFO, {"experiment": run.experiment, "run": run.run, "recipe": run.recipe,
-                                        "note": note, "config": run.config.to_dict()})
+    write_run_info(run, note=f"same config as {source.parent.name}/{source.name}: its results (trained once; weights there)")
     (run.run_dir / "metrics.json").write_bytes((source / "metrics.json").read_bytes())  # last: marks it finished
 
 
