@@ -70,6 +70,9 @@ class Row:
 
 # ---------------------------------------------------------------- machine and memory
 
+# EfficientNetV2-S on each backend, by its model id
+MODEL_ID = {"torchvision": "torchvision/efficientnet_v2_s", "timm": "timm/efficientnetv2_s"}
+
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
@@ -260,7 +263,7 @@ def resolve_device(name: str) -> torch.device:
 def build(args, device: torch.device):
     from effv2birds import build_model
 
-    model = build_model("efficientnet_v2_s", backend=args.backend, num_classes=1000,
+    model = build_model(MODEL_ID[args.backend], num_classes=1000,
                         width_multiplier=args.width_multiplier, depth_multiplier=args.depth_multiplier)
     model = model.eval().to(device)
     if args.channels_last:
@@ -283,7 +286,7 @@ def header(args, device: torch.device, n_files: int, transform) -> list[str]:
         f"{args.warmup} warm-up batch(es), median of {args.windows} window(s) of {args.batches} batch(es); "
         f"{args.workers} DataLoader worker(s)",
         f"data: {n_files} images in {args.folder} (repeated as needed); transforms: {transform.source}, resize "
-        f"{transform.eval_size} {transform.interpolation}, center crop {transform.crop_size}",
+        f"{transform.resize_size} {transform.interpolation}, center crop {transform.crop_size}",
         f"memory: {memory_kind(device)}",
     ]
 
@@ -361,7 +364,7 @@ def run(args) -> list[Row]:
     paths = find_images(args.folder)
     if args.threads:
         torch.set_num_threads(args.threads)
-    transform = get_transforms("efficientnet_v2_s", backend=args.backend, image_size=args.image_size)
+    transform = get_transforms(MODEL_ID[args.backend], image_size=args.image_size)
     lines = header(args, device, len(paths), transform)
     print("\n".join(lines), flush=True)
     model = build(args, device)

@@ -55,6 +55,9 @@ def peak_memory_mib(device: str) -> float:
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
+# EfficientNetV2-S on each backend, by its model id
+MODEL_ID = {"torchvision": "torchvision/efficientnet_v2_s", "timm": "timm/efficientnetv2_s"}
+
 
 # --- (a) the reference loop ------------------------------------------------------------------------
 def reference(job: dict) -> list[float]:
@@ -114,7 +117,7 @@ def trainer(job: dict) -> list[float]:
     windows = job["warmup"] + job["windows"]
     with tempfile.TemporaryDirectory(prefix="effv2birds-bench-") as tmp:
         config = TrainConfig(
-            data=job["data"], image_size=job["size"], batch_size=job["batch_size"], backend=job["backend"],
+            data=job["data"], image_size=job["size"], batch_size=job["batch_size"], model=MODEL_ID[job["backend"]],
             max_samples=job["max_samples"], synthetic_size=max(100, job["batch_size"] * 8, job["max_samples"] or 0),
             mixed_precision=job["precision"] if job["precision"] != "fp32" else "no",
             channels_last=job["channels_last"], compile=job["compile"], cpu=job["device"] == "cpu",

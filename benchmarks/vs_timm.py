@@ -251,8 +251,9 @@ def timm_command(train_py: Path, flags: str, args, size: int, classes: int, out:
 
 
 def effv2birds_command(args, size: int, backend: str, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "effv2birds", "train", "--data", str(args.folder), "--backend", backend,
-           "--model", "efficientnet_v2_s", "--image-size", str(size), "--batch-size", str(args.batch_size),
+    model = {"torchvision": "torchvision/efficientnet_v2_s", "timm": "timm/efficientnetv2_s"}[backend]
+    cmd = [sys.executable, "-m", "effv2birds", "train", "--data", str(args.folder),
+           "--model", model, "--image-size", str(size), "--batch-size", str(args.batch_size),
            "--epochs", str(args.epochs), "--mixed-precision", "no", "--random-crop", args.crop,
            "--log-every-steps", "1", "--output-dir", str(out / "run"), "--cache-dir", str(out / "cache"),
            "--no-progress-bar", "--log-with", "none", "--checkpoint-every-epochs", "none"]

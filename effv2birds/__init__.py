@@ -20,7 +20,10 @@ _EXPORTS: dict[str, str] = {
     # configuration
     "TrainConfig": "effv2birds.config",
     "ProgressiveConfig": "effv2birds.config",
-    "ConfigError": "effv2birds.config",
+    "ConfigError": "effv2birds.errors",
+    "Effv2birdsError": "effv2birds.errors",  # the base of every error about bad input
+    "resolve_config": "effv2birds.config",
+    "PRESETS": "effv2birds.presets",
     # models
     "build_model": "effv2birds.models",
     "list_variants": "effv2birds.models",
@@ -44,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "to_model_input": "effv2birds.data",
     "skipped_files": "effv2birds.data",
     "data_report": "effv2birds.data",
+    # preprocessing: one object per run, shared by training, evaluation, predict and export
+    "Preprocessing": "effv2birds.preprocessing",
     # training and inference
     "train": "effv2birds.training",
     "TrainResult": "effv2birds.training",
@@ -76,12 +81,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig
+    from effv2birds.config import ProgressiveConfig, TrainConfig, resolve_config
+    from effv2birds.errors import ConfigError, Effv2birdsError
+    from effv2birds.presets import PRESETS
     from effv2birds.export import ExportError, export_run
     from effv2birds.data import (BatchAugment, CachedSplit, DataError, cache_split, load_image_dataset, make_loader,
                                  data_report, skipped_files, to_model_input)
     from effv2birds.models import (ModelConfigError, ModelFacts, ModelTransforms, WeightsError, WeightsNotFoundError,
                                    build_model, get_classifier, get_transforms, list_models, list_variants,
                                    model_facts, set_regularization)
+    from effv2birds.preprocessing import Preprocessing
     from effv2birds.study import plan_runs, run_planned, write_report
     from effv2birds.training import Predictor, TrainResult, evaluate_run, load_trained, train

@@ -18,12 +18,13 @@ import dataclasses
 import json
 import os
 import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence, get_args, get_origin, get_type_hints
 
-from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, PROGRESSIVE_PRESETS
+from effv2birds.config import (ConfigError, ProgressiveConfig, TrainConfig, PROGRESSIVE_PRESETS, field_type, parse_value,
+                               resolve_config)
+from effv2birds.errors import Effv2birdsError
+from effv2birds.presets import PRESETS
 
 __all__ = ["main", "build_parser", "build_config"]
 
@@ -39,35 +40,13 @@ _HELP = {
 }
 
 
-def _field_type(hint: Any) -> tuple[Any, bool]:
-    """(base type or Literal, optional?) of a dataclass field annotation."""
-    args = get_args(hint)
-    if get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], True
-    return hint, False
-
-
-def _converter(base: Any, optional: bool, flag: str):
+def _converter(cls: type, name: str, flag: str):
+    """argparse ``type=`` for a config field: the same parsing as ``--set`` (config.parse_value)."""
     def convert(text: str) -> Any:
-        if optional and text.lower() in ("none", "null"):
-            return None
-        if get_origin(base) is Literal:
-            choices = get_args(base)
-            for choice in choices:
-                if text == str(choice):
-                    return choice
-            raise argparse.ArgumentTypeError(f"choose one of {', '.join(map(str, choices))}")
-        if base is bool:
-            if text.lower() in ("true", "yes", "1", "on"):
-                return True
-            if text.lower() in ("false", "no", "0", "off"):
-                return False
-            raise argparse.ArgumentTypeError("use true or false")
         try:
-            return base(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {base.__name__}") from None
+            return parse_value(name, text, cls)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
 
     convert.__name__ = flag
     return convert
@@ -79,7 +58,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "") ->
     for f in dataclasses.fields(cls):
         if f.name == "progressive":
             continue
-        base, optional = _field_type(hints[f.name])
+        base, optional = field_type(hints[f.name])
         flag = "--" + (prefix + f.name).replace("_", "-")
         dest = prefix + f.name
         default = getattr(defaults, f.name)
@@ -91,7 +70,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "") ->
         metavar = "{" + ",".join(map(str, get_args(base))) + "}" if get_origin(base) is Literal else None
         if optional:
             help_text += "; 'none' to unset"
-        parser.add_argument(flag, dest=dest, type=_converter(base, optional, flag), default=argparse.SUPPRESS,
+        parser.add_argument(flag, dest=dest, type=_converter(cls, f.name, flag), default=argparse.SUPPRESS,
                             metavar=metavar or f.name.upper(), help=help_text.strip())
 
 
@@ -103,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train a model. Flags override values from --config.")
     tr.add_argument("--config", metavar="FILE", help="a TOML or JSON TrainConfig file (e.g. a run's config.toml)")
     tr.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
+    tr.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                    help="a named recipe (effv2birds.presets); --config and flags override it")
+    tr.add_argument("--backend", choices=("torchvision", "timm"), default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS)  # deprecated: --model timm/NAME names the backend
     _add_fields(tr, TrainConfig)
     group = tr.add_argument_group("progressive learning")
     group.add_argument("--progressive", dest="progressive_preset", choices=sorted(PROGRESSIVE_PRESETS),
@@ -174,34 +157,19 @@ def _add_evaluate(sub: Any) -> None:
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    """The ``TrainConfig`` from ``--config`` (if given) with every given flag applied on top."""
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "print_config")}
+    """The ``TrainConfig`` of ``--preset`` < ``--config`` < the given flags (config.resolve_config)."""
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "print_config", "preset")}
     progressive = {k[len("progressive_"):]: v for k, v in given.items() if k.startswith("progressive_")}
-    flat = {k: v for k, v in given.items() if not k.startswith("progressive_")}
-    base: dict[str, Any] = TrainConfig.from_file(args.config).to_dict() if args.config else {}
-    prog = dict(base.get("progressive", {}))
-    preset = progressive.pop("preset", None)
-    if preset is not None:
-        prog = {**dataclasses.asdict(ProgressiveConfig.from_preset(preset))}
-    prog.update(progressive)
-    data = {**base, **flat}
-    if prog:
-        data["progressive"] = prog
-    return TrainConfig.from_dict(data)
+    flags = {k: v for k, v in given.items() if not k.startswith("progressive_")}
+    if progressive:
+        flags["progressive"] = progressive  # a "preset" key starts from that preset
+    return resolve_config(preset=getattr(args, "preset", None), config_file=args.config, overrides=flags)
 
 
 def friendly_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ConfigError]
-    for module, names in (("effv2birds.data", ("DataError",)),
-                          ("effv2birds.models", ("WeightsError", "ModelConfigError")),
-                          ("effv2birds.training", ("CheckpointError", "NonFiniteLossError", "UnreadableImageError")),
-                          ("effv2birds.export", ("ExportError",))):
-        try:
-            mod = __import__(module, fromlist=list(names))
-        except ImportError:
-            continue
-        errors += [getattr(mod, n) for n in names if hasattr(mod, n)]
-    return tuple(errors)
+    """The errors the command prints as one line (exit 2) instead of a traceback: every
+    ``Effv2birdsError`` (bad config, data, weights, checkpoint, export) names the problem and the fix."""
+    return (Effv2birdsError,)
 
 
 def _add_export(sub: Any) -> None:

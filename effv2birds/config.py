@@ -1,14 +1,17 @@
-"""The one source of configuration: frozen, validated dataclasses.
+"""The one source of configuration: frozen, validated dataclasses and the one precedence rule.
 
-Precedence, lowest to highest: field defaults < a ``--preset`` (examples) < a TOML config file <
-command-line flags / keyword overrides. Every run saves the resolved config (``config.json``
-and ``config.toml``) in its run directory, so ``TrainConfig.from_file(run_dir / "config.toml")``
-rebuilds it exactly.
+Precedence, lowest to highest: field defaults < a preset (``effv2birds.presets``) < a TOML/JSON
+config file (only the keys it sets) < flags, ``--set`` and keyword overrides. Every entry point
+(``effv2birds train``, ``examples/reproduce.py``, ``TrainConfig.from_file``) goes through
+:func:`resolve_config`. Every run saves the resolved config (``config.json`` and ``config.toml``)
+in its run directory, so ``TrainConfig.from_file(run_dir / "config.toml")`` rebuilds it exactly.
 
 >>> from effv2birds import TrainConfig
 >>> cfg = TrainConfig(data="synthetic", image_size=32, epochs=2)
 >>> cfg.replace(epochs=3).epochs
 3
+>>> resolve_config(preset="ours", overrides={"epochs": 5}).epochs
+5
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ import dataclasses
 import json
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-__all__ = ["ConfigError", "ProgressiveConfig", "TrainConfig", "PROGRESSIVE_PRESETS"]
+from effv2birds.atomic import atomic_write_text
+from effv2birds.errors import ConfigError, check_number
+from effv2birds.model_ids import DEFAULT_MODEL, parse_model_id
 
-
-class ConfigError(ValueError):
-    """A config field has a value that is not allowed; the message names field, value and choices."""
+__all__ = ["ConfigError", "ProgressiveConfig", "TrainConfig", "PROGRESSIVE_PRESETS", "parse_value", "read_config_file",
+           "field_type", "resolve_config", "resolve_values"]
 
 
 def _bad(cls: type, name: str, value: Any, allowed: str) -> ConfigError:
@@ -50,21 +56,13 @@ def _check_literals(obj: Any) -> None:
 
 def _positive(obj: Any, *names: str, allow_none: bool = False, allow_zero: bool = False) -> None:
     for name in names:
-        value = getattr(obj, name)
-        if value is None and allow_none:
-            continue
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (value >= 0 if allow_zero else value > 0)
-        if not ok:
-            what = "a number >= 0" if allow_zero else "a number > 0"
-            raise _bad(type(obj), name, value, what + (" or None" if allow_none else ""))
+        check_number(f"{type(obj).__name__}.{name}", getattr(obj, name), low=0.0, low_ok=allow_zero,
+                     allow_none=allow_none)
 
 
 def _fraction(obj: Any, *names: str, top: float = 1.0) -> None:
     for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < top:
-            raise _bad(type(obj), name, value, f"a number in [0, {top:g})")
+        check_number(f"{type(obj).__name__}.{name}", getattr(obj, name), low=0.0, high=top, low_ok=True)
 
 
 def _coerce(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +158,7 @@ class TrainConfig:
     >>> TrainConfig(image_size=0)
     Traceback (most recent call last):
     ...
-    effv2birds.config.ConfigError: TrainConfig.image_size=0 is not valid: a number > 0
+    effv2birds.errors.ConfigError: TrainConfig.image_size=0 is not valid: a number > 0
     """
 
     # --- data --------------------------------------------------------------------------------
@@ -190,10 +188,11 @@ class TrainConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     label_smoothing: float = 0.1
+    loss: Literal["cross_entropy", "cosine"] = "cross_entropy"  # cosine: Barz & Denzler's small-data loss
 
     # --- model -------------------------------------------------------------------------------
-    model: str = "efficientnet_v2_s"
-    backend: Literal["torchvision", "timm"] = "torchvision"
+    model: str = DEFAULT_MODEL  # one id: torchvision/efficientnet_v2_s, timm/tf_efficientnetv2_s[.tag], ...
+    backend: InitVar[str | None] = None  # deprecated: the model id names it (read config.backend)
     variant: str = "default"
     pretrained: bool = False
     weights: str | None = None  # a local weights file; implies pretrained
@@ -219,6 +218,7 @@ class TrainConfig:
     plateau_patience: int = 10  # schedule="plateau": epochs without val improvement
     plateau_factor: float = 0.1
     batch_size: int = 128  # per process
+    eval_batch_size: int | None = None  # validation/test batch per process; None: 2 x batch_size (no gradients kept)
     grad_accum_steps: int = 1
     grad_clip: float | None = None  # max global grad norm
     ema_decay: float | None = None  # e.g. 0.999: evaluate an EMA of the weights
@@ -251,17 +251,18 @@ class TrainConfig:
 
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, backend: str | None = None) -> None:
         if isinstance(self.progressive, dict):
             object.__setattr__(self, "progressive", ProgressiveConfig(**_coerce(ProgressiveConfig, self.progressive)))
         _check_literals(self)
+        object.__setattr__(self, "model", parse_model_id(self.model, backend).id)  # names the choices
         if not isinstance(self.data, str) or not self.data:
             raise _bad(type(self), "data", self.data, "a folder path, a hub data set id or 'synthetic'")
         _positive(self, "image_size", "synthetic_size", "batch_size", "grad_accum_steps", "epochs",
                   "eval_every_epochs", "keep_last", "log_every_steps", "max_nonfinite_steps", "lr")
         _positive(self, "eval_image_size", "per_class", "max_samples", "num_proc", "grad_clip",
                   "early_stop_patience", "max_steps", "checkpoint_every_epochs", "checkpoint_every_steps",
-                  allow_none=True)
+                  "eval_batch_size", allow_none=True)
         _positive(self, "weight_decay", "warmup_epochs", "crop_padding", "randaug_magnitude", "mixup_alpha",
                   "cutmix_alpha", "min_epochs", "momentum", "step_gamma", "plateau_factor", allow_zero=True)
         _positive(self, "width_multiplier", "depth_multiplier", "step_epochs", "plateau_patience")
@@ -300,10 +301,20 @@ class TrainConfig:
             return self.progressive.eval_size
         return self.image_size
 
+    @property
+    def eval_batch(self) -> int:
+        """Validation/test batch per process: eval_batch_size, else twice batch_size.
+
+        >>> TrainConfig(batch_size=12).eval_batch, TrainConfig(batch_size=12, eval_batch_size=50).eval_batch
+        (24, 50)
+        """
+        return self.eval_batch_size if self.eval_batch_size is not None else 2 * self.batch_size
+
     # --- conversion ----------------------------------------------------------------------------
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        # backend=None: the model id names the backend (dataclasses.replace would pass the old one on)
+        return dataclasses.replace(self, **{"backend": None, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -320,40 +331,150 @@ class TrainConfig:
         """Write config.json and config.toml into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        (directory / "config.toml").write_text(self.to_toml())
+        atomic_write_text(directory / "config.json", json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(directory / "config.toml", self.to_toml())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """A config from a dict such as ``to_dict()`` gives; ``progressive`` may be a preset name or a
+        dict with a ``preset`` key and single values."""
         data = dict(data)
         prog = data.pop("progressive", None)
-        if isinstance(prog, str):
-            prog = ProgressiveConfig.from_preset(prog)
-        elif isinstance(prog, dict):
-            preset = prog.pop("preset", None)
-            prog = (ProgressiveConfig.from_preset(preset, **_coerce(ProgressiveConfig, prog)) if preset
-                    else ProgressiveConfig(**_coerce(ProgressiveConfig, prog)))
+        backend = data.pop("backend", None)  # configs saved before the model id named the backend
         kwargs = _coerce(cls, data)
         if prog is not None:
-            kwargs["progressive"] = prog
-        return cls(**kwargs)
+            kwargs["progressive"] = ProgressiveConfig(**_coerce(ProgressiveConfig, _progressive_values({}, prog)))
+        return cls(**kwargs, backend=backend)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
-        """Read a TOML (or JSON) config; keyword overrides win over the file.
+        """Read a TOML (or JSON) config; keyword overrides win over the file (:func:`resolve_config`).
 
         A ``[progressive]`` table may name ``preset = "paper-s"`` and override single values.
         """
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass the path of a .toml or .json file")
-        text = path.read_text()
-        try:
-            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"config file {path} could not be parsed: {exc}") from exc
-        data.update(overrides)
-        return cls.from_dict(data)
+        return resolve_config(config_file=path, overrides=overrides)
+
+
+# The backend is part of the model id; ``config.backend`` reads it (the old field is an InitVar now).
+TrainConfig.backend = property(lambda self: parse_model_id(self.model).backend,  # type: ignore[assignment]
+                               doc="The model id's backend: 'torchvision' or 'timm' (read-only).")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The values a TOML or JSON config file sets (nothing else), or a ConfigError naming the file.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "c.toml"; _ = f.write_text("epochs = 5")
+    >>> read_config_file(f)
+    {'epochs': 5}
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a .toml or .json file")
+    text = path.read_text()
+    try:
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {path} could not be parsed: {exc}") from exc
+
+
+def _progressive_values(base: dict[str, Any], layer: Any) -> dict[str, Any]:
+    """``base`` progressive values with a layer on top: a preset name starts again from that preset,
+    a dict updates single values (after its own ``preset``, if it names one)."""
+    if isinstance(layer, ProgressiveConfig):
+        return dataclasses.asdict(layer)
+    if isinstance(layer, str):
+        layer = {"preset": layer}
+    if not isinstance(layer, dict):
+        raise ConfigError(f"progressive={layer!r} is not valid: a preset name ({', '.join(PROGRESSIVE_PRESETS)}) "
+                          "or a table of ProgressiveConfig values")
+    layer = dict(layer)
+    preset = layer.pop("preset", None)
+    if preset is not None:
+        if preset not in PROGRESSIVE_PRESETS:
+            raise ConfigError(f"progressive preset {preset!r} is unknown; choose one of {', '.join(PROGRESSIVE_PRESETS)}")
+        base = dict(PROGRESSIVE_PRESETS[preset])
+    return {**base, **layer}
+
+
+def resolve_values(*, preset: str | None = None, config_file: str | Path | None = None,
+                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The merged TrainConfig values of every layer, lowest first: ``preset`` < ``config_file`` (only
+    the keys it sets) < ``overrides`` (a ``None`` there unsets an optional field). Not validated
+    yet: :func:`resolve_config` builds the TrainConfig.
+
+    >>> resolve_values(preset="blog", overrides={"epochs": 5})["lr"]
+    0.0001
+    """
+    from effv2birds.presets import PRESETS
+
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+    layers = [PRESETS[preset] if preset else {}, read_config_file(config_file) if config_file else {},
+              dict(overrides or {})]
+    values: dict[str, Any] = {}
+    for layer in layers:
+        layer = dict(layer)
+        if "progressive" in layer:
+            values["progressive"] = _progressive_values(values.get("progressive", {}), layer.pop("progressive"))
+        values.update(layer)
+    return values
+
+
+def resolve_config(*, preset: str | None = None, config_file: str | Path | None = None,
+                   overrides: dict[str, Any] | None = None) -> "TrainConfig":
+    """The TrainConfig of defaults < ``preset`` < ``config_file`` < ``overrides``: the one precedence
+    rule of every entry point.
+
+    >>> cfg = resolve_config(preset="ours", overrides={"image_size": 64})
+    >>> cfg.optimizer, cfg.image_size
+    ('adamw', 64)
+    """
+    return TrainConfig.from_dict(resolve_values(preset=preset, config_file=config_file, overrides=overrides))
+
+
+def parse_value(name: str, text: str, cls: type | None = None) -> Any:
+    """Text from the command line (a flag or ``--set name=text``) as the type of field ``name``;
+    ``none`` unsets an optional field. Raises ConfigError naming the field and what it takes.
+
+    >>> parse_value("epochs", "5"), parse_value("hflip", "no"), parse_value("max_steps", "none")
+    (5, False, None)
+    """
+    cls = cls or TrainConfig
+    hints = get_type_hints(cls)
+    if name not in hints or name == "progressive":
+        known = ", ".join(sorted(f.name for f in fields(cls) if f.name != "progressive"))
+        raise ConfigError(f"unknown {cls.__name__} option {name!r}; known options: {known}")
+    base, optional = field_type(hints[name])
+    if optional and text.lower() in ("none", "null"):
+        return None
+    if get_origin(base) is Literal:
+        for choice in get_args(base):
+            if text == str(choice):
+                return choice
+        raise ConfigError(f"{name}={text!r} is not valid: choose one of {', '.join(map(str, get_args(base)))}")
+    if base is bool:
+        if text.lower() in ("true", "yes", "1", "on"):
+            return True
+        if text.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{name}={text!r} is not valid: use true or false")
+    try:
+        return base(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not valid: not a {base.__name__}") from None
+
+
+def field_type(hint: Any) -> tuple[Any, bool]:
+    """(base type or Literal, optional?) of a dataclass field annotation.
+
+    >>> field_type(int | None)
+    (<class 'int'>, True)
+    """
+    args = get_args(hint)
+    if get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        return [a for a in args if a is not type(None)][0], True
+    return hint, False
 
 
 def _toml_value(value: Any) -> str:

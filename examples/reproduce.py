@@ -30,25 +30,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import tomllib
 
 from effv2birds.cli import friendly_errors
-from effv2birds.config import ConfigError
+from effv2birds.config import ConfigError, parse_value
 from effv2birds.study import EXPERIMENTS, PRESETS, plan_runs, run_planned, write_report
 from effv2birds.study.runner import load_skipped, save_skipped
 
 
 def parse_set(items: list[str]) -> dict:
-    """``--set key=value`` pairs, values parsed as TOML (numbers, booleans, strings)."""
+    """``--set key=value`` pairs, each value parsed as its TrainConfig field's type, as a flag of
+    ``effv2birds train`` would be (``--set epochs=5`` is ``--epochs 5``)."""
     values = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r} is not key=value; e.g. --set epochs=5")
-        try:
-            values[key.strip().replace("-", "_")] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            values[key.strip().replace("-", "_")] = raw  # a bare string
+        key = key.strip().replace("-", "_")
+        values[key] = parse_value(key, raw.strip())
     return values
 
 
@@ -79,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         overrides = parse_set(args.set)
-        overrides["data"] = args.data
+        if args.data:
+            overrides["data"] = args.data
         runs = plan_runs(args.experiment, preset=args.preset, output_dir=args.output,
                          image_sizes=tuple(args.image_sizes) if args.image_sizes else None, config_file=args.config, overrides=overrides,
                          seeds=tuple(args.seeds) if args.seeds else None)

@@ -4,10 +4,11 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig
+from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, parse_value, resolve_config
 
 
 @pytest.mark.parametrize(
@@ -97,3 +98,43 @@ def test_every_public_name_resolves():
     assert not missing
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         effv2birds.nope  # noqa: B018
+
+
+EXAMPLE_CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+
+
+@pytest.mark.parametrize("name, preset, extra", [
+    ("birds32.toml", "ours", dict(data="../shared/data/birds25-mini", image_size=32, output_dir="runs/birds32")),
+    ("birds128.toml", "ours", dict(data="../shared/data/birds25-mini", image_size=128, mixed_precision="bf16",
+                                   output_dir="runs/birds128")),
+    ("blog.toml", "blog", dict(data="synthetic", image_size=32, output_dir="runs/blog")),
+])
+def test_example_configs_spell_out_the_presets(name, preset, extra):
+    """The TOML examples are the presets written out: a change to one without the other fails here."""
+    assert TrainConfig.from_file(EXAMPLE_CONFIGS / name) == resolve_config(preset=preset, overrides=extra)
+
+
+def test_one_precedence_defaults_preset_file_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('lr = 0.5\nbatch_size = 64\n[progressive]\npreset = "low-res"\nstages = 2\n')
+    cfg = resolve_config(preset="blog", config_file=path, overrides={"batch_size": 8, "max_steps": None})
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size) == ("adam", 0.5, 8)  # preset < file < overrides
+    assert (cfg.progressive.stages, cfg.progressive.size_end) == (2, 128)  # the file's preset, one value changed
+    assert cfg.epochs == 350 and cfg.label_smoothing == 0.0  # keys the file does not set keep the preset's
+    assert TrainConfig.from_file(path, lr=0.1) == resolve_config(config_file=path, overrides={"lr": 0.1})
+    with pytest.raises(ConfigError, match="preset 'nope' is unknown; choose one of quick, blog, ours, full"):
+        resolve_config(preset="nope")
+
+
+def test_set_values_parse_like_flags():
+    from effv2birds.cli import build_config, build_parser
+
+    flags = build_config(build_parser().parse_args(
+        ["train", "--preset", "ours", "--epochs", "5", "--no-hflip", "--eval-image-size", "none", "--loss", "cosine"]))
+    sets = resolve_config(preset="ours", overrides={k: parse_value(k, v) for k, v in
+                          [("epochs", "5"), ("hflip", "no"), ("eval_image_size", "none"), ("loss", "cosine")]})
+    assert flags == sets and flags.optimizer == "adamw" and flags.loss == "cosine"
+    with pytest.raises(ConfigError, match="epochs='five' is not valid: not a int"):
+        parse_value("epochs", "five")
+    with pytest.raises(ConfigError, match="unknown TrainConfig option 'epoch'"):
+        parse_value("epoch", "5")

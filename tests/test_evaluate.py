@@ -235,3 +235,59 @@ def test_two_processes_count_every_photo_once(tiny_run, colour_photos, tmp_path)
         assert two[key] == one[key], key
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-6)
     assert _rows(tiny_run / "eval" / "two") == _rows(one["out_dir"])
+
+
+def _rewrite_metadata(src: Path, dest: Path, preprocessing: dict, drop=("transforms",)) -> Path:
+    """A copy of run ``src`` whose weights carry ``preprocessing`` (and none of ``drop``) as metadata."""
+    from effv2birds.training.records import read_weights, save_weights
+
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("eval", "checkpoints"))
+    for which in ("best", "last"):
+        state, meta = read_weights(src / "model" / f"{which}.safetensors")
+        meta = {k: v for k, v in meta.items() if k not in drop}
+        save_weights(state, dest / "model" / f"{which}.safetensors", {**meta, "preprocessing": preprocessing})
+    return dest
+
+
+def test_the_new_metadata_form_evaluates_identically(tiny_run, colour_photos, tmp_path):
+    from effv2birds import TrainConfig
+    from effv2birds.preprocessing import Preprocessing
+
+    # what train() records from now on: one "preprocessing" entry, the object's dict, no "transforms"
+    new = Preprocessing.from_config(TrainConfig.from_file(tiny_run / "config.json"))
+    run = _rewrite_metadata(tiny_run, tmp_path / "new-run", new.to_dict())
+    old = evaluate_run(tiny_run, colour_photos, name="old-form", leak_check=False, cache_dir=tmp_path / "cache")
+    got = evaluate_run(run, colour_photos, name="new-form", leak_check=False, cache_dir=tmp_path / "cache")
+    assert load_trained(run, device="cpu").preprocessing == new == load_trained(tiny_run, device="cpu").preprocessing
+    for key in ("top1", "top5", "macro_f1", "loss", "num_samples", "image_size", "confusion_matrix"):
+        assert got[key] == old[key], key
+    assert [{k: r[k] for k in r if k != "path"} for r in _rows(got["out_dir"])] == \
+        [{k: r[k] for k in r if k != "path"} for r in _rows(old["out_dir"])]
+
+
+def test_evaluate_model_takes_the_runs_preprocessing(tiny_run):
+    import torch
+    from accelerate import Accelerator
+
+    from effv2birds.data import CachedSplit, make_loader
+    from effv2birds.training import evaluate_model
+
+    predictor = load_trained(tiny_run, device="cpu")
+    pre = predictor.preprocessing
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (10, 3, pre.input_size, pre.input_size), dtype=torch.uint8, generator=gen)
+    split = CachedSplit(images, torch.arange(10) % 4, predictor.class_names, pre.input_size)
+    acc = Accelerator(cpu=True)
+    model, loader = acc.prepare(predictor.model, make_loader(split, 4, shuffle=False))
+    kw = dict(channels_last=False, num_classes=4)
+    with_object = evaluate_model(model, loader, acc, preprocessing=pre, **kw)
+    # the keywords train() passed before Preprocessing, still accepted
+    with_keywords = evaluate_model(model, loader, acc, mean=list(pre.mean), std=list(pre.std),
+                                   normalize=pre.normalize, **kw)
+    assert with_object == with_keywords and with_object["num_samples"] == 10
+    probs = predictor.probabilities(images)
+    assert with_object["top1"] == pytest.approx((probs.argmax(-1) == torch.arange(10) % 4).float().mean().item())
+    with pytest.raises(TypeError, match="not both"):
+        evaluate_model(model, loader, acc, preprocessing=pre, mean=pre.mean, std=pre.std, **kw)
+    with pytest.raises(TypeError, match="needs preprocessing"):
+        evaluate_model(model, loader, acc, **kw)

@@ -58,6 +58,10 @@ def test_onnx_matches_pytorch_with_dynamic_batch_and_preprocessing_beside(runs, 
     _, meta = read_weights(Path(runs["torchvision"]) / "model" / "best.safetensors")
     for key in ("image_size", "resize", "mean", "std", "normalize"):
         assert side[key] == meta["preprocessing"][key], key
+    # the run's Preprocessing, whichever metadata form the run was saved with
+    pre = load_trained(runs["torchvision"], device="cpu").preprocessing
+    assert {k: side[k] for k in pre.to_dict()} == pre.to_dict() and pre.mean_std_source.startswith("torchvision ")
+    assert side["interpolation"] == "bilinear"
     assert side["class_names"] == meta["class_names"] and side["input_name"] == "pixel_values"
     assert side["check"]["max_abs_difference"]["onnxruntime"] == result.checks["onnxruntime"]
     # the input is the normalised NCHW tensor the PyTorch model takes; the batch size is free
@@ -68,7 +72,8 @@ def test_onnx_matches_pytorch_with_dynamic_batch_and_preprocessing_beside(runs, 
     from effv2birds.data import to_model_input
 
     p = predictor.preprocessing
-    x = to_model_input(images, mean=p["mean"], std=p["std"], normalize=p["normalize"])
+    x = to_model_input(images, mean=p.mean, std=p.std, normalize=p.normalize)
+    assert torch.equal(x, p.to_model_input(images))
     logits = torch.from_numpy(session.run(["logits"], {"pixel_values": x.numpy()})[0])
     assert logits.shape == (5, len(predictor.class_names)) and logits.abs().max() > 1e-3  # not a trivial output
     assert torch.allclose(logits.softmax(-1), predictor.probabilities(images), atol=1e-5)
@@ -126,6 +131,10 @@ def test_hub_folder_loads_in_plain_timm_with_identical_outputs(runs, tmp_path):
     predictor = load_trained(runs["timm"], device="cpu")
     assert config["architecture"] == "tf_efficientnetv2_s" and config["num_classes"] == len(predictor.class_names)
     assert config["label_names"] == predictor.class_names
+    # one preprocessing record, the run's; not the "transforms" older runs also carried (never used in training)
+    assert config["effv2birds"]["preprocessing"] == predictor.preprocessing.to_dict()
+    assert "transforms" not in config["effv2birds"]
+    assert predictor.preprocessing.mean_std_source.startswith("timm tf_efficientnetv2_s")
 
     model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     ours = predictor.model.to(memory_format=torch.contiguous_format)
@@ -141,7 +150,7 @@ def test_hub_folder_loads_in_plain_timm_with_identical_outputs(runs, tmp_path):
     from effv2birds.data import to_model_input
 
     p = predictor.preprocessing
-    want = to_model_input(predictor.load_image(photo)[None], mean=p["mean"], std=p["std"], normalize=p["normalize"])
+    want = to_model_input(predictor.load_image(photo)[None], mean=p.mean, std=p.std, normalize=p.normalize)
     assert torch.allclose(transform(PIL.Image.open(photo).convert("RGB"))[None], want, atol=1e-5)
 
     # load_trained loads the folder too, and predicts what the run predicts

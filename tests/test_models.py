@@ -29,8 +29,8 @@ def _one_thread():
 
 def test_list_variants_names_the_study_variants():
     assert list_variants() == ["default", "all_mbconv", "all_fused", "half_layers", "four_stage"]
-    assert "efficientnet_v2_s" in list_models() and "timm:tf_efficientnetv2_s" in list_models()
-    assert "timm:tf_efficientnetv2_s.in21k_ft_in1k" in list_models(pretrained=True)
+    assert "torchvision/efficientnet_v2_s" in list_models() and "timm/tf_efficientnetv2_s" in list_models()
+    assert "timm/tf_efficientnetv2_s.in21k_ft_in1k" in list_models(pretrained=True)
 
 
 @pytest.mark.parametrize("backend,variant", PAIRS)
@@ -57,8 +57,8 @@ def test_tf_and_rw_timm_models_build_and_run():
 @pytest.mark.parametrize("variant", list_variants())
 def test_backends_build_the_same_architecture(variant):
     """Same stage table through torchvision configs and timm arch-def strings -> same parameter count."""
-    tv = build_model(backend="torchvision", variant=variant, num_classes=10, depth_multiplier=0.2)
-    tm = build_model(backend="timm", variant=variant, num_classes=10, depth_multiplier=0.2)
+    tv = build_model("torchvision/efficientnet_v2_s", variant=variant, num_classes=10, depth_multiplier=0.2)
+    tm = build_model("timm/efficientnetv2_s", variant=variant, num_classes=10, depth_multiplier=0.2)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(tv) == count(tm)
 
@@ -68,7 +68,7 @@ def test_full_model_has_published_parameter_count_on_both_backends():
     assert sum(p.numel() for p in tv.parameters()) == PUBLISHED_PARAMS
     reference = torchvision.models.efficientnet_v2_s()
     assert {k: v.shape for k, v in tv.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
-    tm = build_model(backend="timm")
+    tm = build_model("timm/efficientnetv2_s")
     assert sum(p.numel() for p in tm.parameters()) == PUBLISHED_PARAMS
     assert sum(p.numel() for p in timm.create_model("efficientnetv2_s").parameters()) == PUBLISHED_PARAMS
 
@@ -95,14 +95,14 @@ def test_variant_structure_on_timm():
     from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, EdgeResidual,
                                                   InvertedResidual)
 
-    half = build_model(backend="timm", variant="half_layers")
+    half = build_model("timm/efficientnetv2_s", variant="half_layers")
     assert [len(s) for s in half.blocks] == [1, 2, 2, 3, 4, 7]
-    four = build_model(backend="timm", variant="four_stage")
+    four = build_model("timm/efficientnetv2_s", variant="four_stage")
     assert [len(s) for s in four.blocks] == [2, 4, 6, 15]
     assert [type(s[0]) for s in four.blocks] == [ConvBnAct, EdgeResidual, InvertedResidual, InvertedResidual]
-    fused = build_model(backend="timm", variant="all_fused", depth_multiplier=0.1)
+    fused = build_model("timm/efficientnetv2_s", variant="all_fused", depth_multiplier=0.1)
     assert all(isinstance(b, (ConvBnAct, EdgeResidual)) for s in fused.blocks for b in s)
-    mb = build_model(backend="timm", variant="all_mbconv", depth_multiplier=0.1)
+    mb = build_model("timm/efficientnetv2_s", variant="all_mbconv", depth_multiplier=0.1)
     assert all(isinstance(b, (InvertedResidual, DepthwiseSeparableConv)) for s in mb.blocks for b in s)
     assert timm_arch_def("default") == [
         ["cn_r2_k3_s1_e1_c24_skip"], ["er_r4_k3_s2_e4_c48"], ["er_r4_k3_s2_e4_c64"],
@@ -118,7 +118,7 @@ def test_multipliers_follow_torchvision_rounding():
     model = build_model(num_classes=3, width_multiplier=0.5, depth_multiplier=0.1)
     assert model.features[0][0].out_channels == 16
     assert sum(len(s) for s in _tv_stages(model)) == 7
-    timm_model = build_model(backend="timm", num_classes=3, width_multiplier=0.5, depth_multiplier=0.1)
+    timm_model = build_model("timm/efficientnetv2_s", num_classes=3, width_multiplier=0.5, depth_multiplier=0.1)
     assert timm_model.conv_stem.out_channels == 16 and timm_model.num_features == 640
 
 
@@ -127,12 +127,12 @@ def test_dropout_and_stochastic_depth_reach_the_model():
     assert tv.classifier[0].p == 0.4
     rates = [m.stochastic_depth.p for m in tv.modules() if isinstance(m, (MBConv, FusedMBConv))]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.3 * (len(rates) - 1) / len(rates))
-    tm = build_model(backend="timm", num_classes=3, dropout=0.4, stochastic_depth=0.3, depth_multiplier=0.1)
+    tm = build_model("timm/efficientnetv2_s", num_classes=3, dropout=0.4, stochastic_depth=0.3, depth_multiplier=0.1)
     assert tm.drop_rate == 0.4
     last = [b for s in tm.blocks for b in s][-1]
     assert last.drop_path.drop_prob == pytest.approx(rates[-1])
     # None means the same default (0.2) on both backends
-    assert build_model(backend="timm", **TINY).drop_rate == build_model(**TINY).classifier[0].p == 0.2
+    assert build_model("timm/efficientnetv2_s", **TINY).drop_rate == build_model(**TINY).classifier[0].p == 0.2
 
 
 def _drop_path_rates(model) -> list[float]:
@@ -180,11 +180,32 @@ def test_one_input_channel(backend):
 
 
 def test_names_and_backends_resolve():
-    assert resolve_model_name("efficientnet_v2_s").backend == "torchvision"
-    assert resolve_model_name("efficientnet_v2_s", backend="timm").arch == "efficientnetv2_s"
-    spec = resolve_model_name("timm:tf_efficientnetv2_s.in21k_ft_in1k")
-    assert (spec.backend, spec.arch, spec.tag) == ("timm", "tf_efficientnetv2_s", "in21k_ft_in1k")
-    assert resolve_model_name("efficientnetv2_rw_s").backend == "timm"  # timm names pick timm themselves
+    assert resolve_model_name().id == resolve_model_name("torchvision/efficientnet_v2_s").id
+    spec = resolve_model_name("timm/tf_efficientnetv2_s.in21k_ft_in1k")
+    assert (spec.backend, spec.arch, spec.tag, spec.id) == ("timm", "tf_efficientnetv2_s", "in21k_ft_in1k",
+                                                            "timm/tf_efficientnetv2_s.in21k_ft_in1k")
+    # old spellings keep working, each with a FutureWarning naming the new id
+    for old, backend, new in [("efficientnet_v2_s", None, "torchvision/efficientnet_v2_s"),
+                              ("efficientnet_v2_s", "timm", "timm/efficientnetv2_s"),
+                              (None, "timm", "timm/efficientnetv2_s"),
+                              ("timm:tf_efficientnetv2_s", None, "timm/tf_efficientnetv2_s"),
+                              ("efficientnetv2_rw_s", None, "timm/efficientnetv2_rw_s")]:
+        with pytest.warns(FutureWarning, match=f"old spelling; write model='{new}'"):
+            assert resolve_model_name(old, backend).id == new
+    with pytest.raises(ModelConfigError, match="is a timm model but backend='torchvision' was given"):
+        resolve_model_name("timm/efficientnetv2_s", backend="torchvision")
+
+
+def test_train_config_has_one_model_id_and_no_silent_backend_switch():
+    from effv2birds import TrainConfig
+
+    with pytest.warns(FutureWarning):
+        old = TrainConfig(model="tf_efficientnetv2_s")  # kept backend="torchvision" before, and said so
+    assert (old.model, old.backend) == ("timm/tf_efficientnetv2_s", "timm")
+    assert "backend" not in old.to_dict() and TrainConfig.from_dict(old.to_dict()) == old
+    with pytest.warns(FutureWarning):
+        saved = TrainConfig.from_dict({"model": "efficientnet_v2_s", "backend": "timm"})  # an old config.json
+    assert saved.model == "timm/efficientnetv2_s" and saved.replace(model="torchvision/efficientnet_v2_s").backend == "torchvision"
 
 
 @pytest.mark.parametrize("kwargs,match", [

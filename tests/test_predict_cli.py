@@ -125,3 +125,38 @@ def test_predict_iter_reports_and_predict_raises(tiny_run, photos):
         predictor.predict(red)
     with pytest.raises(ValueError, match="top_k=0"):
         predictor.predict(good, top_k=0)
+
+
+def test_every_saved_metadata_form_predicts_identically(tiny_run, photos, tmp_path):
+    import dataclasses
+
+    from effv2birds import TrainConfig
+    from effv2birds.preprocessing import Preprocessing
+    from effv2birds.training.records import read_weights, save_weights
+
+    state, meta = read_weights(tiny_run / "model" / "best.safetensors")
+    assert meta["preprocessing"].get("resize", "resize") == "resize" and meta["preprocessing"].get("normalize", True)
+    kept = {k: v for k, v in meta.items() if k not in ("transforms", "preprocessing")}
+    saved = {k: meta["preprocessing"][k] for k in ("image_size", "resize", "mean", "std", "normalize")}
+    new = Preprocessing.from_config(TrainConfig.from_file(tiny_run / "config.json"))
+    old_transforms = dict(mean=saved["mean"], std=saved["std"], eval_size=saved["image_size"],
+                          crop_size=saved["image_size"], interpolation="bilinear", min_size=33,
+                          train_scale=[0.08, 1.0], hflip=True, source=new.mean_std_source)
+    forms = {
+        "new": {**kept, "preprocessing": new.to_dict()},  # what train() records from now on
+        "both-keys": {**kept, "preprocessing": saved, "transforms": old_transforms},  # train() until now
+        "oldest": {**kept, "preprocessing": {k: saved[k] for k in ("image_size", "mean", "std")}},
+    }
+    paths = sorted(p for p in (photos / "birds").rglob("*.jpg") if p.name != "broken.jpg")
+    reference = load_trained(tiny_run, device="cpu")
+    want = reference.predict(paths, top_k=4)
+    want_flip = reference.predict(paths[:3], top_k=4, tta="flip")
+    for name, form in forms.items():
+        save_weights(state, tmp_path / name / "model" / "best.safetensors", form)
+        predictor = load_trained(tmp_path / name, device="cpu")
+        assert isinstance(predictor.preprocessing, Preprocessing), name
+        assert predictor.predict(paths, top_k=4) == want, name
+        assert predictor.predict(paths[:3], top_k=4, tta="flip") == want_flip, name
+        expected = new if name != "oldest" else dataclasses.replace(new, mean_std_source="")
+        assert predictor.preprocessing == expected, name
+    assert "transforms" not in read_weights(tmp_path / "new" / "model" / "best.safetensors")[1]

@@ -178,7 +178,7 @@ def test_quick_preset_defaults_and_pretrained_baseline_skipped_offline(tmp_path,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached weights either
 
     runs = plan_runs("pretrained", preset="quick", output_dir=tmp_path)
-    assert {r.config.image_size for r in runs} == {64}  # quick: 32 and 64 px, the synthetic birds' size
+    assert {r.config.image_size for r in runs} == {48}  # quick: 32 and 48 px (the synthetic birds are drawn at 64)
     trained = []
     skipped = run_planned(runs, log=trained.append)
     assert set(skipped) == {"pretrained/linear-probe", "pretrained/fine-tune", "pretrained/scratch"}

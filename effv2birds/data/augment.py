@@ -174,6 +174,26 @@ class BatchAugment(nn.Module):
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.output_size, self.augment_groups, self.channels_last = output_size, augment_groups, channels_last
 
+    @classmethod
+    def from_preprocessing(cls, preprocessing, num_classes: int, **augmentation) -> "BatchAugment":
+        """The augmentation of a run whose inputs are scaled as ``preprocessing`` (an
+        ``effv2birds.preprocessing.Preprocessing``) says: its ``mean``, ``std`` and ``normalize``;
+        ``augmentation`` takes the other arguments of ``BatchAugment`` (crop, flip, RandAugment, MixUp...).
+
+        >>> import torch
+        >>> from effv2birds.preprocessing import Preprocessing
+        >>> pre = Preprocessing(input_size=32, normalize=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+        >>> aug = BatchAugment.from_preprocessing(pre, 10, random_crop="none", hflip=False).eval()
+        >>> x, _ = aug(torch.full((2, 3, 32, 32), 255, dtype=torch.uint8), torch.arange(2))
+        >>> x.max().item(), aug.normalize
+        (1.0, False)
+        """
+        taken = sorted({"mean", "std", "normalize"} & set(augmentation))
+        if taken:
+            raise DataError(f"{', '.join(taken)} come(s) from the preprocessing; pass only augmentation arguments")
+        return cls(num_classes, mean=preprocessing.mean, std=preprocessing.std, normalize=preprocessing.normalize,
+                   **augmentation)
+
     def extra_repr(self) -> str:
         return (f"crop={self.random_crop}, hflip={self.hflip}, auto_augment={self.auto_augment}"
                 f"(m={self.randaug_magnitude}), mixup={self.mixup_alpha}, cutmix={self.cutmix_alpha}")

@@ -108,10 +108,8 @@ def default_cache_dir() -> Path:
 def _source_fingerprint(split) -> str:
     """The split's ``datasets`` fingerprint plus size/mtime of every image file it points to, so an
     edited or replaced photo invalidates the cache even though its path is unchanged."""
-    import datasets
-
     h = hashlib.sha256(str(split._fingerprint).encode())
-    raw = split.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
+    raw = _decode.undecoded(split.select_columns(["image"]))
     for batch in raw.iter(batch_size=1024):
         for value in batch["image"]:
             if value.get("bytes") is None and value.get("path"):
@@ -246,7 +244,7 @@ def cache_split(
             "label": datasets.Value("int64"),
             "error": datasets.Value("string"),
         })
-        raw = split.select_columns(["image", "label"]).cast_column("image", datasets.Image(decode=False))
+        raw = _decode.undecoded(split.select_columns(["image", "label"]))
         built = raw.map(
             _decode_batch, batched=True, batch_size=64, num_proc=num_proc, features=features,
             remove_columns=["image"], fn_kwargs={"size": image_size, "resize": resize},
@@ -256,7 +254,7 @@ def cache_split(
         with _no_progress_bars():  # the "caching" bar above already showed the work
             built.save_to_disk(str(tmp / "data"))
         errors = built["error"]
-        paths = raw.cast_column("image", datasets.Image(decode=False))["image"] if any(errors) else []
+        paths = _decode.raw_images(raw) if any(errors) else []
         bad = [i for i, e in enumerate(errors) if e]
         skipped = [[str(paths[i].get("path") or f"row {i}"), errors[i]] for i in bad]
         del built

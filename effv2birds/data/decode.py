@@ -22,7 +22,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
-__all__ = ["open_rgb", "decode_resize", "check_image", "RESIZE_POLICIES", "IMAGE_EXTENSIONS"]
+__all__ = ["open_rgb", "decode_resize", "check_image", "undecoded", "raw_images", "RESIZE_POLICIES",
+           "IMAGE_EXTENSIONS"]
 
 RESIZE_POLICIES = ("resize", "resize_crop")
 IMAGE_EXTENSIONS = frozenset(
@@ -162,3 +163,32 @@ def check_image(source: Any) -> tuple[str | None, str | None]:
             return f"truncated image data ({type(exc).__name__}: {text})", digest
         return f"corrupt image data ({type(exc).__name__}: {text})", digest
     return None, digest
+
+
+def undecoded(split: Any) -> Any:
+    """``split`` (a ``datasets.Dataset``) with its ``image`` column left undecoded.
+
+    Its values are then ``{"bytes": ..., "path": ...}`` dicts: the file a photo came from (or its
+    bytes), read without decoding a single picture; every function here takes such a value.
+
+    >>> import datasets, PIL.Image
+    >>> ds = datasets.Dataset.from_dict({"image": [PIL.Image.new("RGB", (2, 2))]},
+    ...                                 features=datasets.Features({"image": datasets.Image()}))
+    >>> undecoded(ds).features["image"].decode, ds.features["image"].decode
+    (False, True)
+    """
+    import datasets
+
+    return split.cast_column("image", datasets.Image(decode=False))
+
+
+def raw_images(split: Any) -> list[dict[str, Any]]:
+    """The undecoded ``image`` values of a ``datasets.Dataset`` split (see :func:`undecoded`), in row order.
+
+    >>> import datasets, PIL.Image
+    >>> ds = datasets.Dataset.from_dict({"image": [PIL.Image.new("RGB", (2, 2))]},
+    ...                                 features=datasets.Features({"image": datasets.Image()}))
+    >>> sorted(raw_images(ds)[0]), check_image(raw_images(ds)[0])[0] is None
+    (['bytes', 'path'], True)
+    """
+    return undecoded(split)["image"]

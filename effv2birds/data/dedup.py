@@ -27,6 +27,8 @@ from typing import Any, Iterable
 import numpy as np
 import PIL.Image
 
+from ..atomic import atomic_path
+from .decode import raw_images
 from .names import DataError
 
 __all__ = ["NEAR_DUPLICATE_DISTANCE", "TRAIN_HASHES_FILE", "dhash", "dihedral_hashes", "drop_cross_split_duplicates",
@@ -159,12 +161,6 @@ def near_duplicates(query: Any, reference: Any, max_distance: int = NEAR_DUPLICA
     return nearest_hashes(query, reference)[0] <= max_distance
 
 
-def _raw_images(split) -> list[Any]:
-    import datasets
-
-    return split.cast_column("image", datasets.Image(decode=False))["image"]
-
-
 def _where(value: Any, split: str, row: int) -> str:
     return str(value["path"]) if isinstance(value, dict) and value.get("path") else f"{split}[{row}]"
 
@@ -189,7 +185,7 @@ def drop_cross_split_duplicates(splits: Any, *, max_distance: int = NEAR_DUPLICA
     ref_hashes: list[np.ndarray] = []
     ref_where: list[str] = []
     for name in [n for n in ("test", "validation", "train") if n in out]:
-        raw = _raw_images(out[name])
+        raw = raw_images(out[name])
         hashes = hash_images(raw, threads=threads)
         keep = np.ones(len(raw), dtype=bool)
         if ref_where:
@@ -205,14 +201,13 @@ def drop_cross_split_duplicates(splits: Any, *, max_distance: int = NEAR_DUPLICA
         return out, dropped
     import datasets
 
-    from .sources import _REPORT_ATTR
+    from .reported import ReportedDatasetDict
 
-    result = datasets.DatasetDict(out)  # keep the kind, and load_image_dataset's report up to date
-    report = getattr(splits, _REPORT_ATTR, None)
-    if report is not None:
-        setattr(result, _REPORT_ATTR, {**report, "rows": {n: result[n].num_rows for n in result},
-                                       "near_duplicates": report.get("near_duplicates", []) + dropped})
-    return result, dropped
+    if isinstance(splits, ReportedDatasetDict):  # keep the kind, and load_image_dataset's report up to date
+        report = splits.report
+        return ReportedDatasetDict(out, {**report, "rows": {n: out[n].num_rows for n in out},
+                                         "near_duplicates": report.get("near_duplicates", []) + dropped}), dropped
+    return datasets.DatasetDict(out), dropped
 
 
 def write_train_hashes(run_dir: str | os.PathLike, train_split: Any) -> Path:
@@ -235,9 +230,7 @@ def write_train_hashes(run_dir: str | os.PathLike, train_split: Any) -> Path:
         meta = {"pixels": "cache", "image_size": train_split.image_size, "resize": train_split.resize,
                 "class_names": list(train_split.class_names)}
     elif hasattr(train_split, "cast_column") and "image" in getattr(train_split, "column_names", ()):
-        import datasets
-
-        raw = train_split.cast_column("image", datasets.Image(decode=False))["image"]
+        raw = raw_images(train_split)
         hashes, labels = hash_images(raw), np.asarray(train_split["label"])
         meta = {"pixels": "original", "image_size": None, "resize": None,
                 "class_names": list(train_split.features["label"].names)}
@@ -245,10 +238,8 @@ def write_train_hashes(run_dir: str | os.PathLike, train_split: Any) -> Path:
         raise DataError("write_train_hashes needs a CachedSplit or a datasets.Dataset, "
                         f"not {type(train_split).__name__}")
     path = Path(run_dir) / TRAIN_HASHES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, hashes=hashes, labels=labels.astype(np.int64), meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)  # never half-written
+    with atomic_path(path) as tmp:  # never half-written
+        np.savez(tmp, hashes=hashes, labels=labels.astype(np.int64), meta=np.array(json.dumps(meta)))
     return path
 
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
+from effv2birds.errors import Effv2birdsError
+
 __all__ = ["BIRD_SPECIES", "canonical_name", "name_key", "class_names_from", "match_class_names", "DataError"]
 
 
-class DataError(ValueError):
+class DataError(Effv2birdsError, ValueError):
     """A data source cannot be used; the message names the problem and how to fix it."""
 
 

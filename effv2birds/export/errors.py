@@ -12,12 +12,14 @@ from __future__ import annotations
 import importlib.util
 from typing import Sequence
 
+from effv2birds.errors import Effv2birdsError
+
 __all__ = ["ExportError", "require_packages", "EXPORT_PIP"]
 
 EXPORT_PIP = "pip install 'effv2birds[export]'"
 
 
-class ExportError(RuntimeError):
+class ExportError(Effv2birdsError, RuntimeError):
     """An export that cannot be made or that does not compute what the trained model computes."""
 
 

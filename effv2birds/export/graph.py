@@ -67,8 +67,8 @@ def preprocessing_record(source: ExportSource, fmt: str, checks: dict[str, float
     return {
         "format": fmt, "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
         "input_shape": ["batch", 3, size, size], "input_dtype": "float32", "layout": "NCHW",
-        **source.preprocessing,  # image_size, resize, mean, std, normalize
-        "interpolation": "bilinear",
+        **source.preprocessing.to_dict(),  # image_size, resize, mean, std, normalize, mean_std_source
+        "interpolation": source.preprocessing.INTERPOLATION,
         "steps": "decode to RGB; resize to image_size x image_size ('resize': the whole photo squashed, "
                  "'resize_crop': short side to image_size, centre square), bilinear with antialiasing; "
                  "x / 255; then (x - mean) / std when normalize is true. Outputs are logits: apply softmax",
@@ -92,7 +92,9 @@ def sidecar_path(output: str | Path) -> Path:
 
 
 def _temporary(output: Path) -> Path:
-    return output.with_name(f".tmp-{os.getpid()}-{output.name}")
+    from effv2birds.atomic import temporary_path
+
+    return temporary_path(output)
 
 
 def _finish(tmp: Path, output: Path, source: ExportSource, fmt: str, name: str, diff: float,

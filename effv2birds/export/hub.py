@@ -22,6 +22,9 @@ from typing import Any
 
 import torch
 
+from effv2birds.atomic import temporary_path
+from effv2birds.model_ids import parse_model_id, saved_model_kwargs
+
 from .errors import ExportError
 from .source import ExportResult, ExportSource
 
@@ -49,10 +52,8 @@ def timm_loadable(source: ExportSource) -> bool:
 
 
 def _spec(source: ExportSource):
-    from effv2birds.models import resolve_model_name
-
-    kwargs = source.meta["model_kwargs"]
-    return resolve_model_name(kwargs.get("name", "efficientnet_v2_s"), kwargs.get("backend", "torchvision"))
+    kwargs = saved_model_kwargs(source.meta["model_kwargs"])
+    return parse_model_id(kwargs["name"])
 
 
 def hub_config(source: ExportSource) -> dict[str, Any]:
@@ -62,17 +63,16 @@ def hub_config(source: ExportSource) -> dict[str, Any]:
     [3, 32, 32]
     """
     spec = _spec(source)
-    kwargs = source.meta["model_kwargs"]
-    p = source.preprocessing
+    kwargs = saved_model_kwargs(source.meta["model_kwargs"])
+    pre = source.preprocessing
     n, size = len(source.class_names), source.image_size
     is_timm = spec.backend == "timm"
-    normalize = bool(p.get("normalize", True))
     pretrained_cfg = {
         "architecture": spec.arch, "custom_load": False, "input_size": [3, size, size], "fixed_input_size": False,
-        "interpolation": "bilinear", **crop_settings(p.get("resize", "resize")),
+        "interpolation": pre.INTERPOLATION, **crop_settings(pre.resize),
         # without normalisation the model takes x / 255: mean 0, std 1 in timm's terms
-        "mean": list(p["mean"]) if normalize else [0.0, 0.0, 0.0],
-        "std": list(p["std"]) if normalize else [1.0, 1.0, 1.0],
+        "mean": list(pre.mean) if pre.normalize else [0.0, 0.0, 0.0],
+        "std": list(pre.std) if pre.normalize else [1.0, 1.0, 1.0],
         "num_classes": n, "first_conv": "conv_stem" if is_timm else "features.0.0",
         "classifier": "classifier" if is_timm else "classifier.1", "license": "apache-2.0",
     }
@@ -85,8 +85,9 @@ def hub_config(source: ExportSource) -> dict[str, Any]:
     config["pretrained_cfg"] = pretrained_cfg
     config["effv2birds"] = {
         "format_version": FORMAT_VERSION, "model_kwargs": kwargs, "class_names": source.class_names,
-        "preprocessing": p, "results": source.results, "data": source.data,
-        **{k: source.meta[k] for k in ("transforms", "facts", "epoch", "val_top1") if k in source.meta},
+        "preprocessing": pre.to_dict(), "results": source.results, "data": source.data,
+        # not the "transforms" of older runs: training never used their interpolation, crop or flip
+        **{k: source.meta[k] for k in ("facts", "epoch", "val_top1") if k in source.meta},
     }
     return config
 
@@ -138,14 +139,10 @@ transform = timm.data.create_transform(**config)
 
 
 def _card_body(source: ExportSource, name: str, timm_ok: bool, repo_id: str | None) -> str:
-    p, kwargs = source.preprocessing, source.meta["model_kwargs"]
+    kwargs = source.meta["model_kwargs"]
     nan = float("nan")
     rows = "\n".join(f"| {split} | {v.get('top1', nan):.4f} | {v.get('top5', nan):.4f} | {v.get('macro_f1', nan):.4f} "
                      f"| {v.get('num_samples', 'n/a')} |" for split, v in source.results.items())
-    resize = ("the whole photo squashed to the square" if p.get("resize", "resize") == "resize"
-              else "short side resized, centre square kept")
-    norm = (f"then normalised with mean {list(p['mean'])} and std {list(p['std'])}" if p.get("normalize", True)
-            else "not normalised")
     shape = (f"Variant `{kwargs.get('variant', 'default')}`, width x{kwargs.get('width_multiplier', 1.0)}, "
              f"depth x{kwargs.get('depth_multiplier', 1.0)}")
     where = f"hf-hub:{repo_id}" if repo_id else f"local-dir:path/to/{name}"
@@ -170,8 +167,7 @@ classes). Not for any safety-relevant use.
 {rows or "| (none recorded) | | | | |"}
 
 ## Preprocessing
-RGB, resized to {source.image_size} x {source.image_size} px (`{p.get("resize", "resize")}`: {resize}), bilinear,
-scaled to [0, 1], {norm}. `config.json` says the same in timm's `pretrained_cfg`.
+{source.preprocessing.describe()}. `config.json` says the same in timm's `pretrained_cfg`.
 
 ## How to use
 ```python
@@ -223,7 +219,7 @@ def write_hub_folder(source: ExportSource, output: str | Path, *, tolerance: flo
     from .graph import PARITY_BATCH_SIZES
 
     output = Path(output)
-    tmp = output.with_name(f".tmp-{os.getpid()}-{output.name}")
+    tmp = temporary_path(output)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     timm_ok = timm_loadable(source)
@@ -270,6 +266,7 @@ def load_hub_predictor(folder: str | Path, device: str | torch.device | None = N
     from safetensors.torch import load_file
 
     from effv2birds.models import build_model
+    from effv2birds.preprocessing import Preprocessing
     from effv2birds.training.inference import Predictor
 
     folder = Path(folder).expanduser()
@@ -282,10 +279,10 @@ def load_hub_predictor(folder: str | Path, device: str | torch.device | None = N
         raise ValueError(f"{folder}/config.json has no 'effv2birds' section (model settings, label names), so it was "
                          f"not written by effv2birds export; a plain timm folder loads with "
                          f"timm.create_model('local-dir:{folder}', pretrained=True)")
-    model = build_model(**section["model_kwargs"], pretrained=False)
+    model = build_model(**saved_model_kwargs(section["model_kwargs"]), pretrained=False)
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device="cpu"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Predictor(model, section["class_names"], section["preprocessing"], device=device, meta=section)
+    return Predictor(model, section["class_names"], Preprocessing.from_meta(section), device=device, meta=section)
 
 
 def check_hub_reachable() -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from effv2birds.preprocessing import Preprocessing
+
 __all__ = ["ExportSource", "ExportResult", "load_source", "scalar_results"]
 
 _SCALARS = ("top1", "top5", "macro_f1", "loss", "num_samples")
@@ -23,22 +25,28 @@ _SCALARS = ("top1", "top5", "macro_f1", "loss", "num_samples")
 class ExportSource:
     """A trained model ready to export: eval mode, fp32, CPU, contiguous (NCHW) memory.
 
-    ``results`` holds the scalar metrics per split (``{"test": {"top1": ...}, "validation": ...}``),
-    ``data`` the training data source as the run's config names it.
+    ``preprocessing`` is the run's (its ``to_dict()`` goes into every export; a saved dict is read
+    with ``Preprocessing.from_dict``); ``results`` holds the scalar metrics per split
+    (``{"test": {"top1": ...}, "validation": ...}``), ``data`` the training data source as the run's
+    config names it.
     """
 
     model: torch.nn.Module
     class_names: list[str]
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     meta: dict[str, Any]
     path: Path
     which: str
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: str | None = None
 
+    def __post_init__(self) -> None:
+        self.preprocessing = Preprocessing.from_dict(self.preprocessing)
+
     @property
     def image_size(self) -> int:
-        return int(self.preprocessing["image_size"])
+        """The side of the model's square input (``preprocessing.input_size``)."""
+        return self.preprocessing.input_size
 
 
 @dataclass
@@ -106,5 +114,5 @@ def load_source(run_dir: str | Path, which: str = "best") -> ExportSource:
         results = scalar_results(_read_json(run_dir / "metrics.json"))
         data = (_read_json(run_dir / "config.json") or {}).get("data")
     return ExportSource(model=model, class_names=list(predictor.class_names),
-                        preprocessing=dict(predictor.preprocessing), meta=meta, path=run_dir, which=which,
+                        preprocessing=predictor.preprocessing, meta=meta, path=run_dir, which=which,
                         results=results, data=data)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+from effv2birds.errors import Effv2birdsError, ModelConfigError
+
 __all__ = ["ModelConfigError", "WeightsError", "WeightsNotFoundError"]
 
 
-class ModelConfigError(ValueError):
-    """An unknown model name, backend or variant, or a combination a backend cannot build."""
-
-
-class WeightsError(ValueError):
+class WeightsError(Effv2birdsError, ValueError):
     """A weights file that cannot be used: unreadable, truncated, or for another architecture."""
 
 

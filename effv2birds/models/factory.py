@@ -9,12 +9,15 @@ torch.Size([2, 25])
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
+
+from effv2birds.errors import check_number
+from effv2birds.model_ids import (TIMM_ARCHS, TORCHVISION_ARCHS, ModelSpec, model_ids,
+                                  parse_model_id)
 
 from .errors import ModelConfigError
 from .variants import check_multipliers, stem_channels, timm_arch_def, torchvision_setting, variant_stages
@@ -22,110 +25,49 @@ from .variants import check_multipliers, stem_channels, timm_arch_def, torchvisi
 __all__ = ["ModelSpec", "build_model", "list_models", "resolve_model_name", "get_classifier",
            "set_regularization", "unwrap_model", "DEFAULT_DROPOUT", "DEFAULT_STOCHASTIC_DEPTH"]
 
-TORCHVISION_ARCHS = ("efficientnet_v2_s",)
-TIMM_ARCHS = ("efficientnetv2_s", "tf_efficientnetv2_s", "efficientnetv2_rw_s")
 # timm archs that share efficientnetv2_s's stage table, so the study's variants apply to them
 _TIMM_VARIANT_ARCHS = ("efficientnetv2_s", "tf_efficientnetv2_s")
-BACKENDS = ("torchvision", "timm")
 # torchvision's efficientnet_v2_s defaults; used for timm too so that the keywords mean the same thing
 DEFAULT_DROPOUT = 0.2
 DEFAULT_STOCHASTIC_DEPTH = 0.2
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A resolved model name: backend, architecture and (timm only) pretrained tag.
-
-    >>> resolve_model_name("timm:tf_efficientnetv2_s.in21k_ft_in1k")
-    ModelSpec(backend='timm', arch='tf_efficientnetv2_s', tag='in21k_ft_in1k')
-    """
-
-    backend: str
-    arch: str
-    tag: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The name with its tag, as timm writes it (``arch.tag``)."""
-        return f"{self.arch}.{self.tag}" if self.tag else self.arch
-
-
 def list_models(pretrained: bool = False) -> list[str]:
-    """Model names ``build_model`` accepts (``pretrained=True``: only those with ImageNet weights).
+    """Model ids ``build_model`` accepts (``pretrained=True``: only those with ImageNet weights).
 
     >>> list_models()[:2]
-    ['efficientnet_v2_s', 'timm:efficientnetv2_s']
+    ['torchvision/efficientnet_v2_s', 'timm/efficientnetv2_s']
     """
     if not pretrained:
-        return list(TORCHVISION_ARCHS) + [f"timm:{a}" for a in TIMM_ARCHS]
+        return model_ids()
     import timm
 
     tagged = sorted({n for a in TIMM_ARCHS for n in timm.list_pretrained(f"{a}.*")})
-    return list(TORCHVISION_ARCHS) + [f"timm:{n}" for n in tagged]
+    return [f"torchvision/{a}" for a in TORCHVISION_ARCHS] + [f"timm/{n}" for n in tagged]
 
 
-def resolve_model_name(name: str = "efficientnet_v2_s", backend: str = "torchvision") -> ModelSpec:
-    """Turn a user-facing name (+ backend) into a ModelSpec; raise ModelConfigError naming the choices.
+def resolve_model_name(name: str | None = None, backend: str | None = None) -> ModelSpec:
+    """The ModelSpec of a model id (``effv2birds.model_ids.parse_model_id``); old spellings give a
+    FutureWarning, a ModelConfigError names the choices.
 
-    timm names (``efficientnetv2_s``, ``tf_efficientnetv2_s``, ``efficientnetv2_rw_s``, with or
-    without ``timm:`` and a ``.tag``) select the timm backend by themselves;
-    ``"efficientnet_v2_s"`` with ``backend="timm"`` means timm's ``efficientnetv2_s``.
-
-    >>> resolve_model_name("efficientnet_v2_s", backend="timm").arch
-    'efficientnetv2_s'
+    >>> resolve_model_name("timm/tf_efficientnetv2_s").backend
+    'timm'
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ModelConfigError(f"model name {name!r} is not valid; choose one of {', '.join(list_models())}")
-    if backend not in BACKENDS:
-        raise ModelConfigError(f"backend={backend!r} is not supported; choose one of {', '.join(BACKENDS)}")
-    text = name.strip()
-    if text.lower().startswith("timm:"):
-        backend, text = "timm", text[5:]
-    arch, _, tag = text.partition(".")
-    tag = tag or None
-    if arch in TIMM_ARCHS:
-        backend = "timm"
-    elif arch in TORCHVISION_ARCHS:
-        if backend == "timm":
-            arch = "efficientnetv2_s"
-    else:
-        raise ModelConfigError(
-            f"unknown model {name!r}; choose one of {', '.join(list_models())} "
-            "(timm names may carry a pretrained tag, e.g. 'tf_efficientnetv2_s.in21k_ft_in1k')"
-        )
-    if tag is not None:
-        if backend != "timm":
-            raise ModelConfigError(
-                f"model {name!r}: pretrained tags are a timm feature; torchvision's efficientnet_v2_s has one "
-                "weight set (IMAGENET1K_V1): use name='efficientnet_v2_s' with pretrained=True"
-            )
-        import timm
-
-        known = timm.list_pretrained(f"{arch}.*")
-        if f"{arch}.{tag}" not in known:
-            raise ModelConfigError(
-                f"model {name!r}: timm has no pretrained tag {tag!r} for {arch}; "
-                f"choose one of {', '.join(known) or '(none: this architecture has no pretrained weights)'}"
-            )
-    return ModelSpec(backend, arch, tag)
+    return parse_model_id(name, backend)
 
 
 def _check_rate(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ModelConfigError(f"{name}={value!r} is not valid: use a probability in [0, 1), e.g. 0.2")
+    check_number(name, value, low=0.0, high=1.0, low_ok=True, allow_none=True, error=ModelConfigError)
 
 
 def _check_int(name: str, value: Any, lowest: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-        raise ModelConfigError(f"{name}={value!r} is not valid: use an integer >= {lowest}")
+    check_number(name, value, low=lowest, low_ok=True, integer=True, error=ModelConfigError)
 
 
 def build_model(
-    name: str = "efficientnet_v2_s",
+    name: str | None = None,
     *,
-    backend: str = "torchvision",
+    backend: str | None = None,
     num_classes: int = 1000,
     pretrained: bool = False,
     weights: str | os.PathLike | None = None,
@@ -140,8 +82,9 @@ def build_model(
     """Build EfficientNetV2-S (or a study variant) from torchvision or timm.
 
     Args:
-        name: ``"efficientnet_v2_s"`` or a timm name (see ``list_models()``).
-        backend: ``"torchvision"`` (default) or ``"timm"``; timm names pick timm by themselves.
+        name: a model id, ``"torchvision/efficientnet_v2_s"`` (default) or a timm one such as
+            ``"timm/tf_efficientnetv2_s"`` (see ``list_models()``); None: the default.
+        backend: deprecated (the id names the backend); old spellings give a FutureWarning.
         num_classes: classifier outputs. With pretrained weights and ``num_classes != 1000`` the
             backbone is loaded and a fresh head is created.
         pretrained: load ImageNet weights (from the local caches, else downloaded).
@@ -156,7 +99,7 @@ def build_model(
         zero_init_residual: start every residual block as the identity and the classifier at zero
             (see ``zero_init_residual_``); ignored when weights are loaded.
 
-    >>> m = build_model(backend="timm", num_classes=10, variant="all_fused", depth_multiplier=0.1)
+    >>> m = build_model("timm/efficientnetv2_s", num_classes=10, variant="all_fused", depth_multiplier=0.1)
     >>> m(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 10])
     """
@@ -257,8 +200,8 @@ def _build_timm(spec, variant, num_classes, dropout, stochastic_depth, in_chans,
     if spec.arch not in _TIMM_VARIANT_ARCHS:
         raise ModelConfigError(
             f"variant={variant!r} is defined on EfficientNetV2-S's stage table; timm's {spec.arch} has a different "
-            f"one, so it supports only variant='default'. Use the variants with 'efficientnet_v2_s' (torchvision), "
-            f"timm 'efficientnetv2_s' or 'tf_efficientnetv2_s'"
+            f"one, so it supports only variant='default'. Use the variants with 'torchvision/efficientnet_v2_s', "
+            f"'timm/efficientnetv2_s' or 'timm/tf_efficientnetv2_s'"
         )
     from timm.models._efficientnet_builder import (BN_EPS_TF_DEFAULT, decode_arch_def, resolve_act_layer,
                                                    resolve_bn_args, round_channels)
@@ -370,9 +313,4 @@ def set_regularization(model: nn.Module, *, dropout: float | None = None,
                     blk.drop_path = DropPath(rate) if rate > 0 else nn.Identity()
             else:
                 blk.stochastic_depth.p = rate
-
-
-def model_is_timm(model: nn.Module) -> bool:
-    """True for a timm EfficientNet, False for torchvision's."""
-    return _is_timm(unwrap_model(model))
 

@@ -1,13 +1,15 @@
-"""Preprocessing that travels with a model: eval and train transforms plus their JSON form.
+"""The preprocessing that belongs to pretrained weights: their mean/std, sizes and interpolation.
 
-The eval transform is torchvision's own ``ImageClassification`` preset (the object
-``EfficientNet_V2_S_Weights.DEFAULT.transforms()`` returns), parametrised by the weights' mean,
-std, sizes and interpolation, so it gives bit-identical tensors for PIL images, (C,H,W) and
-(B,C,H,W) uint8 tensors. The train transform uses torchvision transforms v2.
+``get_transforms`` reads them from torchvision's ``EfficientNet_V2_S_Weights.DEFAULT`` or from timm's
+``pretrained_cfg``. Training takes only mean and std from it (``effv2birds.preprocessing.Preprocessing``
+is what a run does); ``.eval`` is the weights' own evaluation transform, torchvision's
+``ImageClassification`` preset (the object ``EfficientNet_V2_S_Weights.DEFAULT.transforms()``
+returns) with the weights' settings, so it gives bit-identical tensors for PIL images, (C,H,W) and
+(B,C,H,W) uint8 tensors.
 
 >>> from effv2birds.models import get_transforms
 >>> t = get_transforms(pretrained=True)
->>> t.mean, t.eval_size, t.crop_size, t.interpolation
+>>> t.mean, t.resize_size, t.crop_size, t.interpolation
 ((0.485, 0.456, 0.406), 384, 384, 'bilinear')
 """
 
@@ -54,31 +56,40 @@ def warn_if_too_small(size: int, min_size: int = 33) -> bool:
 
 
 class ModelTransforms:
-    """Eval/train preprocessing of a model: ``.eval`` and ``.train`` callables and their settings.
+    """The weights' evaluation preprocessing: the ``.eval`` callable and its settings.
 
-    Both callables take a PIL image, a (C,H,W) uint8 tensor or a (B,C,H,W) uint8 tensor and return
-    float tensors normalised with ``mean``/``std`` (train: per-image random crop and flip).
+    ``.eval`` takes a PIL image, a (C,H,W) uint8 tensor or a (B,C,H,W) uint8 tensor: resize the shorter
+    side to ``resize_size``, center-crop ``crop_size``, scale to [0, 1], normalise with ``mean``/``std``
+    (torchvision's names: ``resize_size``, ``crop_size``). ``source`` names the weights.
 
-    >>> t = ModelTransforms(mean=(0.5,) * 3, std=(0.5,) * 3, eval_size=40, crop_size=40)
+    >>> t = ModelTransforms(mean=(0.5,) * 3, std=(0.5,) * 3, resize_size=40, crop_size=40)
     >>> t.eval(torch.zeros(3, 50, 60, dtype=torch.uint8)).shape
     torch.Size([3, 40, 40])
     >>> ModelTransforms.from_dict(t.to_dict()).to_dict() == t.to_dict()
     True
     """
 
-    def __init__(self, *, mean, std, eval_size: int, crop_size: int, interpolation: str = "bilinear",
-                 min_size: int = 33, train_scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True,
-                 source: str = "") -> None:
+    def __init__(self, *, mean, std, resize_size: int | None = None, crop_size: int, interpolation: str = "bilinear",
+                 min_size: int = 33, source: str = "", eval_size: int | None = None) -> None:
         from torchvision.transforms import InterpolationMode
 
+        if eval_size is not None:
+            warnings.warn("ModelTransforms(eval_size=...) is now resize_size= (the resize before the center crop; "
+                          "TrainConfig.eval_size is the evaluation resolution)", DeprecationWarning, stacklevel=2)
+            if resize_size is not None and resize_size != eval_size:
+                raise ValueError(f"resize_size={resize_size} and its old name eval_size={eval_size} disagree")
+            resize_size = eval_size
+        if resize_size is None:
+            raise TypeError("ModelTransforms() needs resize_size= (the shorter side before the center crop)")
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} must have equal length and std > 0")
-        self.eval_size = int(eval_size)
+        self.resize_size = int(resize_size)
         self.crop_size = int(crop_size)
-        if self.crop_size < 1 or self.eval_size < self.crop_size:
-            raise ValueError(f"need 1 <= crop_size <= eval_size, got crop_size={crop_size}, eval_size={eval_size}")
+        if self.crop_size < 1 or self.resize_size < self.crop_size:
+            raise ValueError(f"need 1 <= crop_size <= resize_size, got crop_size={crop_size}, "
+                             f"resize_size={resize_size}")
         try:
             self._mode = InterpolationMode(str(interpolation).lower())
         except ValueError:
@@ -86,49 +97,69 @@ class ModelTransforms:
             raise ValueError(f"interpolation={interpolation!r} is not valid; choose one of {allowed}") from None
         self.interpolation = self._mode.value
         self.min_size = int(min_size)
-        self.train_scale = (float(train_scale[0]), float(train_scale[1]))
-        self.hflip = bool(hflip)
         self.source = source
         self._eval = self._build_eval()
-        self._train = self._build_train()
+        self._train: nn.Module | None = None  # built on the first (deprecated) .train call
+
+    @property
+    def eval_size(self) -> int:
+        """Deprecated name of :attr:`resize_size`."""
+        warnings.warn("ModelTransforms.eval_size is now resize_size (the resize before the center crop)",
+                      DeprecationWarning, stacklevel=2)
+        return self.resize_size
 
     def _build_eval(self) -> nn.Module:
         from torchvision.transforms._presets import ImageClassification
 
-        return ImageClassification(crop_size=self.crop_size, resize_size=self.eval_size, mean=self.mean,
+        return ImageClassification(crop_size=self.crop_size, resize_size=self.resize_size, mean=self.mean,
                                    std=self.std, interpolation=self._mode, antialias=True)
 
-    def _build_train(self) -> nn.Module:
-        from torchvision.transforms import v2
-
-        steps = [v2.ToImage(), v2.RandomResizedCrop(self.crop_size, scale=self.train_scale,
-                                                     interpolation=self._mode, antialias=True)]
-        if self.hflip:
-            steps.append(v2.RandomHorizontalFlip())
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std), v2.ToPureTensor()]
-        return v2.Compose(steps)
-
     def eval(self, image: Any) -> torch.Tensor:
-        """Resize (shorter side to ``eval_size``), center-crop ``crop_size``, scale to [0,1], normalise."""
+        """Resize (shorter side to ``resize_size``), center-crop ``crop_size``, scale to [0,1], normalise."""
         warn_if_too_small(self.crop_size, self.min_size)
         return self._eval(image)
 
     def train(self, image: Any) -> torch.Tensor:
-        """Random-resized crop to ``crop_size`` and flip (independently per image of a batch), normalise."""
+        """Deprecated, to be removed: a random-resized crop (scale 0.08-1) to ``crop_size`` and a flip,
+        independently per image of a batch, then normalised. effv2birds never trained with it: training
+        augments with ``effv2birds.data.BatchAugment``."""
+        from torchvision.transforms import v2
+
+        warnings.warn("ModelTransforms.train is deprecated and will be removed: effv2birds trains with "
+                      "effv2birds.data.BatchAugment (BatchAugment.from_preprocessing)", DeprecationWarning,
+                      stacklevel=2)
         warn_if_too_small(self.crop_size, self.min_size)
+        if self._train is None:
+            self._train = v2.Compose([
+                v2.ToImage(), v2.RandomResizedCrop(self.crop_size, scale=(0.08, 1.0), interpolation=self._mode,
+                                                   antialias=True),
+                v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std),
+                v2.ToPureTensor(),
+            ])
         if torch.is_tensor(image) and image.ndim == 4:
             return torch.stack([self._train(x) for x in image])
         return self._train(image)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able settings; ``ModelTransforms.from_dict`` rebuilds an identical object."""
-        return dict(mean=list(self.mean), std=list(self.std), eval_size=self.eval_size, crop_size=self.crop_size,
-                    interpolation=self.interpolation, min_size=self.min_size, train_scale=list(self.train_scale),
-                    hflip=self.hflip, source=self.source)
+        return dict(mean=list(self.mean), std=list(self.std), resize_size=self.resize_size, crop_size=self.crop_size,
+                    interpolation=self.interpolation, min_size=self.min_size, source=self.source)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelTransforms":
-        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        """Rebuild from :meth:`to_dict`; also reads the ``"transforms"`` entry of runs saved by earlier
+        versions (``eval_size`` for ``resize_size``; their ``train_scale`` and ``hflip`` never ran and are dropped).
+
+        >>> old = dict(mean=[0.5] * 3, std=[0.5] * 3, eval_size=40, crop_size=32, train_scale=[0.08, 1.0], hflip=True)
+        >>> ModelTransforms.from_dict(old).resize_size
+        40
+        """
+        data = dict(data)
+        if "eval_size" in data and "resize_size" not in data:
+            data["resize_size"] = data.pop("eval_size")
+        for never_ran in ("train_scale", "hflip"):
+            data.pop(never_ran, None)
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "eval_size"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown ModelTransforms field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -142,7 +173,7 @@ class ModelTransforms:
         return isinstance(other, ModelTransforms) and other.to_dict() == self.to_dict()
 
 
-def get_transforms(name: str = "efficientnet_v2_s", *, backend: str = "torchvision", pretrained: bool = False,
+def get_transforms(name: str | None = None, *, backend: str | None = None, pretrained: bool = False,
                    weights: str | None = None, image_size: int | None = None) -> ModelTransforms:
     """Preprocessing for a model: the pretrained weights' normalisation, sizes and interpolation.
 
@@ -151,7 +182,8 @@ def get_transforms(name: str = "efficientnet_v2_s", *, backend: str = "torchvisi
     ``crop_pct`` sets the resize before the center crop. ``image_size`` overrides the crop size
     (e.g. 32 for the study's low-resolution training; with pretrained weights, below their 33 px
     minimum a warning is given once per process). A local ``weights=`` file uses the same
-    settings as the named model's pretrained weights.
+    settings as the named model's pretrained weights. A run takes only ``mean``, ``std`` and
+    ``source`` from here (``Preprocessing.from_config``); ``.eval`` is the weights' own evaluation path.
 
     >>> get_transforms("tf_efficientnetv2_s", image_size=64).mean
     (0.5, 0.5, 0.5)
@@ -183,5 +215,5 @@ def get_transforms(name: str = "efficientnet_v2_s", *, backend: str = "torchvisi
     resize = int(math.floor(crop / crop_pct))
     if pretrained or weights is not None:  # the minimum is a property of the pretrained weights
         warn_if_too_small(crop, min_size)
-    return ModelTransforms(mean=mean, std=std, eval_size=resize, crop_size=crop, interpolation=mode,
+    return ModelTransforms(mean=mean, std=std, resize_size=resize, crop_size=crop, interpolation=mode,
                            min_size=min_size, source=source)

@@ -26,8 +26,8 @@ from torch import nn
 
 from .errors import ModelConfigError, WeightsError, WeightsNotFoundError
 
-__all__ = ["resolve_weights_file", "read_state_dict", "fit_state_dict", "load_pretrained",
-           "torchvision_weights_file", "hf_cache_dir", "NETWORK_TIMEOUT_S"]
+__all__ = ["resolve_weights_file", "read_state_dict", "fit_state_dict", "torchvision_weights_file", "hf_cache_dir",
+           "NETWORK_TIMEOUT_S"]
 
 NETWORK_TIMEOUT_S = 3.0
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -225,7 +225,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _looks_like(keys) -> str:
     if "features.0.0.weight" in keys:
-        return "torchvision EfficientNet (use backend='torchvision', name='efficientnet_v2_s')"
+        return "torchvision EfficientNet (use model 'torchvision/efficientnet_v2_s')"
     if "conv_stem.weight" in keys:
         return "timm EfficientNet (use backend='timm' and the matching timm name)"
     return "an unknown architecture"
@@ -275,10 +275,3 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], *, source: 
         )
     model.load_state_dict(state, strict=False)
     return skipped
-
-
-def load_pretrained(model: nn.Module, spec, *, weights=None) -> Path:
-    """Find the weights for ``spec`` (see ``resolve_weights_file``), fit them into ``model``, return the file."""
-    path = resolve_weights_file(spec, weights)
-    fit_state_dict(model, read_state_dict(path), source=f"weights file {str(path)!r}")
-    return path

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from effv2birds.atomic import atomic_path, atomic_write_text
 from effv2birds.config import TrainConfig
 from effv2birds.study.experiments import PlannedRun, study_figure
 from effv2birds.training.records import MetricsLog
@@ -318,11 +319,11 @@ def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[s
     order = {exp: i for i, exp in enumerate(dict.fromkeys(r.experiment for r in runs))}
     runs.sort(key=lambda r: order[r.experiment])  # stable: planned order within an experiment
     rows = collect_rows(runs, skipped)
-    with open(out / "results.csv", "w", newline="") as fh:
+    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(rows, indent=2) + "\n")
     plots = _plots(out, runs, rows)
 
     lines = [f"# {title}", "", data_statement(rows), "",
@@ -346,5 +347,5 @@ def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[s
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    (out / "report.md").write_text("\n".join(lines))
+    atomic_write_text(out / "report.md", "\n".join(lines))
     return rows

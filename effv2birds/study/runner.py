@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from effv2birds.atomic import atomic_write_bytes
 from effv2birds.study.experiments import PlannedRun, run_status
 from effv2birds.study.report import RUN_INFO
 from effv2birds.training.records import write_json
@@ -92,9 +93,9 @@ def copy_records(source: Path, run: PlannedRun) -> None:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     for name in _RECORDS:
         if (source / name).is_file() and name != "metrics.json":
-            (run.run_dir / name).write_bytes((source / name).read_bytes())
+            atomic_write_bytes(run.run_dir / name, (source / name).read_bytes())
     write_run_info(run, note=f"same config as {source.parent.name}/{source.name}: its results (trained once; weights there)")
-    (run.run_dir / "metrics.json").write_bytes((source / "metrics.json").read_bytes())  # last: marks it finished
+    atomic_write_bytes(run.run_dir / "metrics.json", (source / "metrics.json").read_bytes())  # last: marks it finished
 
 
 def load_skipped(output_dir: str | Path) -> dict[str, str]:

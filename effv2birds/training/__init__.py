@@ -11,13 +11,15 @@ from .metrics import ClassReport, MeanLoss, TopKAccuracy, build_metrics, classif
 from .optim import LRSchedule, build_optimizer, build_schedule, scaled_lr
 from .evaluation import evaluate_model
 from .run_eval import evaluate_run
-from .trainer import NonFiniteLossError, TrainResult, should_stop_early, train
+from .nonfinite import NonFiniteGuard, NonFiniteLossError
+from .trainer import TrainResult, should_stop_early, train
 
 __all__ = [
     "CheckpointError",
     "ClassReport",
     "LRSchedule",
     "MeanLoss",
+    "NonFiniteGuard",
     "NonFiniteLossError",
     "Prediction",
     "Predictor",

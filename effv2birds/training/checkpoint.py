@@ -25,6 +25,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from effv2birds.errors import Effv2birdsError
+
 __all__ = [
     "CheckpointError",
     "checkpoint_name",
@@ -40,7 +42,7 @@ _NAME = re.compile(r"^step-(\d{8,})$")
 STATE_FILE = "trainer_state.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Effv2birdsError, ValueError):
     """A checkpoint to resume from is missing or incomplete; the message says what to pass instead."""
 
 

@@ -18,6 +18,9 @@ from typing import Any, Iterable, Iterator, NamedTuple
 
 import torch
 
+from effv2birds.errors import Effv2birdsError
+from effv2birds.model_ids import saved_model_kwargs
+from effv2birds.preprocessing import Preprocessing
 from effv2birds.training.setup import default_channels_last
 
 __all__ = ["Prediction", "Predictor", "TTA_MODES", "UnreadableImageError", "check_tta", "load_trained"]
@@ -25,7 +28,7 @@ __all__ = ["Prediction", "Predictor", "TTA_MODES", "UnreadableImageError", "chec
 TTA_MODES = ("none", "flip")  # test-time augmentation: "flip" averages the photo and its mirror image
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(Effv2birdsError, ValueError):
     """An image given to ``predict`` could not be decoded; the message names it."""
 
 
@@ -55,20 +58,28 @@ def _name(image: Any) -> str:
 
 
 class Predictor:
-    """A trained model with its label names and preprocessing.
+    """A trained model with its label names and its run's :class:`~effv2birds.preprocessing.Preprocessing`.
 
     ``predict`` accepts PIL images, file paths, or a mix, and returns one list of
-    ``(label, probability)`` per image, best first.
+    ``(label, probability)`` per image, best first. ``preprocessing`` may also be given in its saved
+    (dict) form, of this version or an earlier one.
+
+    >>> from effv2birds.models import build_model
+    >>> pre = Preprocessing(input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    >>> model = build_model(num_classes=2, width_multiplier=0.25, depth_multiplier=0.1)
+    >>> predictor = Predictor(model, ["a", "b"], pre.to_dict())
+    >>> predictor.preprocessing == pre
+    True
     """
 
-    def __init__(self, model: torch.nn.Module, class_names: list[str], preprocessing: dict[str, Any],
+    def __init__(self, model: torch.nn.Module, class_names: list[str], preprocessing: Preprocessing | dict[str, Any],
                  *, device: str | torch.device = "cpu", meta: dict[str, Any] | None = None) -> None:
         self.device = torch.device(device)
         self.channels_last = default_channels_last(self.device)  # as in training
         model = model.eval().to(self.device)
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.class_names = list(class_names)
-        self.preprocessing = dict(preprocessing)
+        self.preprocessing = Preprocessing.from_dict(preprocessing)
         self.meta = meta or {}
 
     def load_image(self, image: Any) -> torch.Tensor:
@@ -77,13 +88,10 @@ class Predictor:
         >>> predictor.load_image("hoopoe.jpg").shape                    # doctest: +SKIP
         torch.Size([3, 32, 32])
         """
-        from effv2birds.data.decode import decode_resize
-
         if isinstance(image, (str, os.PathLike)) and not Path(image).is_file():
             raise FileNotFoundError(f"image {image} does not exist; pass a path to an image file or a PIL image")
-        p = self.preprocessing
         try:
-            return torch.from_numpy(decode_resize(image, int(p["image_size"]), p.get("resize", "resize")))
+            return self.preprocessing.load_image(image)
         except (OSError, ValueError, SyntaxError, EOFError) as exc:  # PIL: unidentified, truncated, unsupported
             raise UnreadableImageError(f"cannot read image {_name(image)}: {exc}; pass a JPEG/PNG/WebP photo") from exc
 
@@ -95,11 +103,7 @@ class Predictor:
         >>> predictor.probabilities(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape  # doctest: +SKIP
         torch.Size([2, 25])
         """
-        from effv2birds.data import to_model_input
-
-        p = self.preprocessing
-        inputs = to_model_input(images.to(self.device), mean=tuple(p["mean"]), std=tuple(p["std"]),
-                                normalize=bool(p.get("normalize", True)), channels_last=self.channels_last)
+        inputs = self.preprocessing.to_model_input(images.to(self.device), channels_last=self.channels_last)
         probs = self.model(inputs).float().softmax(dim=-1)
         if check_tta(tta) == "flip":
             mirrored = inputs.flip(-1)
@@ -195,7 +199,7 @@ def load_trained(run_dir: str | Path, which: str = "best", device: str | torch.d
     if "model_kwargs" not in meta or "class_names" not in meta:
         raise ValueError(f"{path} has no effv2birds metadata (label names, model settings); "
                          "it was not written by effv2birds train")
-    model = build_model(**meta["model_kwargs"], pretrained=False)
+    model = build_model(**saved_model_kwargs(meta["model_kwargs"]), pretrained=False)
     model.load_state_dict(state)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Predictor(model, meta["class_names"], meta["preprocessing"], device=device, meta=meta)
+    return Predictor(model, meta["class_names"], Preprocessing.from_meta(meta), device=device, meta=meta)

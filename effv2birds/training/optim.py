@@ -20,11 +20,12 @@ with exactly the same learning rates.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import torch
+
+from effv2birds.training.nonfinite import nonfinite_skipper  # moved to nonfinite.py; importable here as before
 
 __all__ = ["build_optimizer", "build_schedule", "nonfinite_skipper", "scaled_lr", "LRSchedule"]
 
@@ -75,44 +76,6 @@ def build_optimizer(model: torch.nn.Module, config: Any, *, global_batch_size: i
     if name == "rmsprop":
         return RMSpropTF(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=config.momentum)
     raise ValueError(f"optimizer={name!r} is unknown; choose one of sgd, adamw, adam, rmsprop")
-
-
-def nonfinite_skipper(optimizer: Any, mixed_precision: str = "no"
-                      ) -> tuple[bool, Callable[[torch.Tensor], ContextManager[None]]]:
-    """How to skip an optimizer step whose loss was NaN/inf: ``(on_device, skip_if)``.
-
-    ``on_device=True``: call ``optimizer.step()`` inside ``skip_if(flag)`` every step; with ``flag``
-    1 the update is skipped on the device, so the host never waits for the GPU. Fused Adam/AdamW
-    read the flag as ``found_inf`` (the mechanism torch's GradScaler uses); under fp16 the
-    GradScaler itself skips steps with NaN/inf gradients. ``on_device=False`` (SGD, RMSprop, or
-    optimizers restored without ``fused``): read the flag and do not call ``step()`` when it is set.
-
-    >>> import torch
-    >>> p = torch.nn.Parameter(torch.ones(2))
-    >>> opt = torch.optim.AdamW([p], lr=0.1, fused=True)
-    >>> p.grad = torch.full((2,), float("nan"))
-    >>> on_device, skip_if = nonfinite_skipper(opt)
-    >>> with skip_if(torch.ones(())):
-    ...     opt.step()
-    >>> on_device, p.tolist()
-    (True, [1.0, 1.0])
-    """
-    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
-    if mixed_precision == "fp16":
-        return True, lambda flag: contextlib.nullcontext()
-    fused = getattr(inner, "_step_supports_amp_scaling", False) and all(g.get("fused") for g in inner.param_groups)
-    if not fused:
-        return False, lambda flag: contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def skip_if(flag: torch.Tensor):
-        inner.grad_scale, inner.found_inf = None, flag.to(torch.float32)
-        try:
-            yield
-        finally:
-            del inner.grad_scale, inner.found_inf
-
-    return True, skip_if
 
 
 class LRSchedule:

@@ -25,6 +25,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from effv2birds.atomic import atomic_path, atomic_write_text  # atomic_write_text: also exported from here
+
 __all__ = [
     "cpu_name",
     "machine_name",
@@ -55,15 +57,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file + ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -208,9 +201,8 @@ def save_weights(state_dict: dict[str, Any], path: str | Path, meta: dict[str, A
     # channels_last or shared tensors cannot be stored as they are: safetensors wants contiguous
     # tensors that own their storage.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"effv2birds": json.dumps(_json_safe(meta))})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"effv2birds": json.dumps(_json_safe(meta))})
     write_json(path.with_suffix(".json"), meta)
 
 
@@ -229,6 +221,18 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return "n/a" if value is None else str(value)
+
+
+def _card_preprocessing(meta: dict[str, Any]) -> str:
+    """The model card's preprocessing section, from the saved metadata ("" when it has none)."""
+    from effv2birds.preprocessing import Preprocessing
+
+    if "preprocessing" not in meta:
+        return ""
+    pre = Preprocessing.from_meta(meta)
+    source = f" (mean and std of `{pre.mean_std_source}`)" if pre.normalize and pre.mean_std_source else ""
+    return (f"\n## Preprocessing\n{pre.describe()}{source}. Evaluation and `predict` prepare every photo so; "
+            "training decoded its photos the same way at its training size, then augmented them.\n")
 
 
 def write_model_card(run_dir: str | Path, *, config: Any, result: dict[str, Any], meta: dict[str, Any],
@@ -257,6 +261,7 @@ def write_model_card(run_dir: str | Path, *, config: Any, result: dict[str, Any]
             if isinstance(values.get(key), float):
                 front.append(f"    - {{type: {name}, value: {values[key]:.4f}, name: {split} {key}}}")
     front.append("---")
+    preprocessing = _card_preprocessing(meta)
     rows = "\n".join(
         f"| {split} | {_fmt(v.get('top1'))} | {_fmt(v.get('top5'))} | {_fmt(v.get('macro_f1'))} | "
         f"{_fmt(v.get('loss'))} | {v.get('num_samples', 'n/a')} |"
@@ -286,7 +291,7 @@ batch size {config.batch_size} per process x {result.get("world_size", 1)} proce
 label smoothing {config.label_smoothing}, mixed precision `{result.get("mixed_precision", config.mixed_precision)}`,
 epochs run {result.get("epochs_run")} (best epoch {result.get("best_epoch")}),
 pretrained: {config.pretrained or bool(config.weights)}. The full configuration is in `config.toml`.
-
+{preprocessing}
 ## Results
 | split | top-1 | top-5 | macro-F1 | loss | images |
 |---|---|---|---|---|---|

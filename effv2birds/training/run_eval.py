@@ -17,13 +17,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from effv2birds.data.dedup import NEAR_DUPLICATE_DISTANCE, TRAIN_HASHES_FILE
 from effv2birds.data.names import DataError
+
+if TYPE_CHECKING:
+    from effv2birds.preprocessing import Preprocessing
 
 __all__ = ["evaluate_run", "eval_name", "format_summary"]
 
@@ -57,11 +60,10 @@ def eval_name(data: Any, split: str) -> str:
 
 def _accelerator(cpu: bool):
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
 
-    # as in train(): forget an earlier run's settings in this process, keep the process group
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
+    from effv2birds.training.setup import reset_accelerator_state
+
+    reset_accelerator_state()  # as train() does: an earlier run in this process must not leak its settings
     accelerator = Accelerator(cpu=cpu, mixed_precision="no")  # fp32, as Predictor: the same top-1
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if launched != accelerator.num_processes:  # e.g. torchrun without GPUs and without --cpu
@@ -122,21 +124,20 @@ def _photo_names(raw: list[Any]) -> list[str]:
 def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any, *, ignore_unknown: bool,
                  image_column: str | None, label_column: str | None, cache_dir: Any):
     """``(skipped files, split, cached photos, their raw image values, their run labels, left-out classes)``."""
-    import datasets
-
     from effv2birds.data import cache_split, load_image_dataset, skipped_files
+    from effv2birds.data.decode import raw_images
 
-    p = predictor.preprocessing
+    pre = predictor.preprocessing
     with accelerator.main_process_first():  # the first process checks and caches the photos, the others reuse that
-        ds = load_image_dataset(data, image_column=image_column, label_column=label_column, val_fraction=0.0,
-                                test_fraction=0.0, cache_dir=cache_dir)
+        ds, data_report = load_image_dataset(data, image_column=image_column, label_column=label_column,
+                                             val_fraction=0.0, test_fraction=0.0, cache_dir=cache_dir, with_report=True)
         chosen, split = _select_split(ds, split)
         chosen, run_labels, ignored = _map_labels(chosen, predictor.class_names, ignore_unknown)
-        cached = cache_split(chosen, int(p["image_size"]), resize=p.get("resize", "resize"), cache_dir=cache_dir)
-    raw = chosen.cast_column("image", datasets.Image(decode=False))["image"]
+        cached = cache_split(chosen, pre.input_size, resize=pre.resize, cache_dir=cache_dir)
+    raw = raw_images(chosen)
     bad = {path for path, _ in cached.skipped}  # the cache leaves out photos it could not decode
     kept = [i for i, path in enumerate(_photo_names(raw)) if path not in bad]
-    skipped = [{"path": a, "reason": b} for a, b in skipped_files(ds) + list(cached.skipped)]
+    skipped = [{"path": a, "reason": b} for a, b in skipped_files(data_report) + list(cached.skipped)]
     return skipped, split, cached, [raw[i] for i in kept], torch.from_numpy(run_labels[kept]), ignored
 
 
@@ -171,17 +172,15 @@ def _train_hashes(run_dir: Path, size: int, resize: str, cache_dir: Any) -> tupl
     """The run's training-photo hashes: its ``train_hashes.npz``, else computed (and saved) from the
     training data that ``config.json`` names, at the evaluation size."""
     from effv2birds.config import TrainConfig
-    from effv2birds.data import cache_split, load_image_dataset
+    from effv2birds.data import cache_split
     from effv2birds.data.dedup import read_train_hashes, write_train_hashes
+    from effv2birds.training.setup import load_config_dataset
 
     found = read_train_hashes(run_dir)
     if found is not None:
         return found[0], found[2], f"{TRAIN_HASHES_FILE} of the run"
     cfg = TrainConfig.from_file(run_dir / "config.json")
-    ds = load_image_dataset(cfg.data, image_column=cfg.image_column, label_column=cfg.label_column,
-                            per_class=cfg.per_class, max_samples=cfg.max_samples, val_fraction=cfg.val_fraction,
-                            test_fraction=cfg.test_fraction, seed=cfg.seed, synthetic_size=cfg.synthetic_size,
-                            num_proc=cfg.num_proc, cache_dir=cache_dir or cfg.cache_dir)
+    ds, _ = load_config_dataset(cfg, cache_dir=cache_dir)  # the photos the run trained on
     cached = cache_split(ds["train"], size, resize=resize, cache_dir=cache_dir or cfg.cache_dir)
     write_train_hashes(run_dir, cached)
     hashes, _, meta = read_train_hashes(run_dir)
@@ -202,13 +201,13 @@ def _eval_hashes(meta: dict[str, Any], images: torch.Tensor, raw: list[Any], siz
 
 
 def _leak_check(run_dir: Path, probs: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, raw: list[Any],
-                class_names: list[str], preprocessing: dict[str, Any], *, max_distance: int,
+                class_names: list[str], preprocessing: Preprocessing, *, max_distance: int,
                 cache_dir: Any) -> tuple[dict[str, Any], np.ndarray | None]:
     """How many photos are near-duplicates of training photos, and the scores without them."""
     from effv2birds.config import ConfigError
     from effv2birds.data.dedup import nearest_hashes
 
-    size, resize = int(preprocessing["image_size"]), preprocessing.get("resize", "resize")
+    size, resize = preprocessing.input_size, preprocessing.resize
     try:
         train, meta, source = _train_hashes(run_dir, size, resize, cache_dir)
     except (ConfigError, DataError, OSError, ValueError) as exc:

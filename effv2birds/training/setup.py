@@ -20,8 +20,9 @@ from effv2birds.config import ConfigError, TrainConfig
 from effv2birds.training.checkpoint import list_checkpoints, resolve_resume
 
 __all__ = ["RESUMABLE_CHANGES", "TRACKER_PACKAGES", "check_before_data", "check_model", "check_output_dir",
-           "check_run_dir", "data_device", "default_channels_last", "finish_trackers", "freeze_backbone", "load_data",
-           "resolve_mixed_precision", "set_train_mode", "tracker_init", "tracker_name"]
+           "check_run_dir", "data_device", "default_channels_last", "finish_trackers", "freeze_backbone",
+           "load_config_dataset", "load_data",
+           "reset_accelerator_state", "resolve_mixed_precision", "set_train_mode", "tracker_init", "tracker_name"]
 
 
 # tracker -> the pip command that installs its package (accelerate's is_<name>_available checks for it)
@@ -98,7 +99,7 @@ def check_output_dir(run_dir: Path) -> None:
     >>> check_output_dir(Path("/dev/null/run"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    effv2birds.config.ConfigError: output_dir '/dev/null/run' cannot be created: /dev/null is a file, not a folder; ...
+    effv2birds.errors.ConfigError: output_dir '/dev/null/run' cannot be created: /dev/null is a file, not a folder; ...
     """
     existing = run_dir.absolute()
     while not existing.exists() and existing != existing.parent:
@@ -113,16 +114,17 @@ def check_output_dir(run_dir: Path) -> None:
 
 
 def check_model(config: TrainConfig) -> None:
-    """Build the configured model on the meta device (no memory, no random numbers): an unknown model
-    name, a backend/variant that cannot be built, bad multipliers or rates, a missing weights file or
-    one of another architecture all fail here, before any photo is decoded. The number of classes is
-    not known yet; a head of another size is never an error (it is replaced), so 2 stands in for it.
+    """Build the configured model on the meta device (no memory, no random numbers): a backend/variant
+    that cannot be built, bad multipliers or rates, a missing weights file or one of another
+    architecture all fail here, before any photo is decoded (an unknown model id already fails in
+    TrainConfig). The number of classes is not known yet; a head of another size is never an error
+    (it is replaced), so 2 stands in for it.
 
     >>> from effv2birds import TrainConfig
-    >>> check_model(TrainConfig(model="resnet50"))  # doctest: +ELLIPSIS
+    >>> check_model(TrainConfig(model="timm/efficientnetv2_rw_s", variant="half_layers"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    effv2birds.models.errors.ModelConfigError: unknown model 'resnet50'; choose one of efficientnet_v2_s, ...
+    effv2birds.errors.ModelConfigError: variant='half_layers' is defined on EfficientNetV2-S's stage table; ...
     """
     import warnings
 
@@ -131,29 +133,76 @@ def check_model(config: TrainConfig) -> None:
     with torch.device("meta"), warnings.catch_warnings():
         # loading a weights file into meta tensors is a deliberate no-op: only names and shapes are checked
         warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
-        build_model(config.model, backend=config.backend, num_classes=2, pretrained=config.pretrained,
+        build_model(config.model, num_classes=2, pretrained=config.pretrained,
                     weights=config.weights, variant=config.variant, dropout=config.dropout,
                     stochastic_depth=config.stochastic_depth, width_multiplier=config.width_multiplier,
                     depth_multiplier=config.depth_multiplier, zero_init_residual=config.zero_init_residual)
 
 
-def check_before_data(config: TrainConfig, run_dir: Path) -> str | None:
+def check_before_data(config: TrainConfig, run_dir: Path) -> tuple[str | None, Path | None]:
     """Everything that can be checked without the data, checked before any photo is decoded or cached:
     the output directory, the tracker's package, the model and its weights file, the checkpoint to
-    resume from. Returns the tracker (``tracker_name``).
+    resume from. Returns ``(tracker, resume_from)``: the tracker (``tracker_name``) and the checkpoint
+    folder to resume from (``resolve_resume``; ``None``: start afresh). Resolve it here only, once: it
+    warns about every corrupt checkpoint it passes over.
 
     >>> import tempfile
     >>> from effv2birds import TrainConfig
-    >>> check_before_data(TrainConfig(log_with="none", width_multiplier=0.25, depth_multiplier=0.1),
-    ...                   Path(tempfile.mkdtemp()) / "run") is None
-    True
+    >>> cfg = TrainConfig(log_with="none", width_multiplier=0.25, depth_multiplier=0.1, resume="latest")
+    >>> check_before_data(cfg, Path(tempfile.mkdtemp()) / "run")  # no tracker, no checkpoint yet
+    (None, None)
     """
     check_output_dir(run_dir)
     tracker = tracker_name(config)
     check_model(config)
+    resume_from = None
     if config.resume is not None:
-        resolve_resume(config.resume, run_dir)  # a named checkpoint that does not exist fails here
-    return tracker
+        resume_from = resolve_resume(config.resume, run_dir)  # a named checkpoint that does not exist fails here
+    return tracker, resume_from
+
+
+def reset_accelerator_state() -> None:
+    """Forget the settings of an earlier ``Accelerator`` in this process, but keep its process group.
+
+    accelerate keeps precision and gradient accumulation in process-wide singletons, so a second run
+    in one process (a study, the tests, ``evaluate_run`` after ``train``) would get the first one's.
+    The only use of accelerate's private ``_reset_state``: call this before each ``Accelerator(...)``.
+
+    >>> from accelerate import Accelerator
+    >>> reset_accelerator_state()
+    >>> Accelerator(cpu=True, gradient_accumulation_steps=3).gradient_accumulation_steps
+    3
+    >>> reset_accelerator_state()
+    >>> Accelerator(cpu=True).gradient_accumulation_steps
+    1
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+def load_config_dataset(config: TrainConfig, *,
+                        cache_dir: str | os.PathLike | None = None) -> tuple[Any, dict[str, Any]]:
+    """The data ``config`` names, loaded with its data options: ``(DatasetDict, data report)``.
+
+    The one place that turns a config into ``load_image_dataset`` arguments, so that training and
+    ``evaluate``'s leak check (which rebuilds a run's training split from its ``config.json``) get
+    the same photos. ``cache_dir`` overrides ``config.cache_dir`` (where check results are remembered).
+
+    >>> from effv2birds import TrainConfig
+    >>> ds, report = load_config_dataset(TrainConfig(synthetic_size=40, max_samples=40))
+    >>> ds["train"].num_rows, report["kind"]
+    (40, 'synthetic')
+    """
+    from effv2birds import data as data_mod
+
+    return data_mod.load_image_dataset(
+        config.data, image_column=config.image_column, label_column=config.label_column,
+        per_class=config.per_class, max_samples=config.max_samples, val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction, seed=config.seed, synthetic_size=config.synthetic_size,
+        num_proc=config.num_proc, cache_dir=cache_dir or config.cache_dir, with_report=True,
+    )
 
 
 def load_data(config: TrainConfig, accelerator: Any,
@@ -175,12 +224,7 @@ def load_data(config: TrainConfig, accelerator: Any,
     from effv2birds import data as data_mod
 
     with accelerator.main_process_first():  # the first process builds the caches, the others reuse them
-        ds = data_mod.load_image_dataset(
-            config.data, image_column=config.image_column, label_column=config.label_column,
-            per_class=config.per_class, max_samples=config.max_samples, val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction, seed=config.seed, synthetic_size=config.synthetic_size,
-            num_proc=config.num_proc, cache_dir=config.cache_dir,
-        )
+        ds, data_report = load_config_dataset(config)
         splits: dict[str, Any] = {}
 
         def cache(name: str, size: int) -> Any:
@@ -207,7 +251,7 @@ def load_data(config: TrainConfig, accelerator: Any,
             f"{config.cache_dir or 'the default cache dir'} or remove the damaged files"
         )
     class_names = list(train[0].class_names)
-    report = {**data_mod.data_report(ds), "class_names": class_names,
+    report = {**data_report, "class_names": class_names,
               "cached_splits": {name: len(train[0] if name == "train" else split) for name, split in splits.items()},
               "train_cache_sizes": [t.image_size for t in train]}
     return splits, class_names, report
@@ -317,7 +361,7 @@ def finish_trackers(accelerator: Any) -> None:
 # fields that may change when a run is resumed (they do not change what the training computes)
 RESUMABLE_CHANGES = {"resume", "progress_bar", "log_with", "log_every_steps", "epochs", "min_epochs",
                      "early_stop_patience", "max_steps", "checkpoint_every_epochs", "checkpoint_every_steps",
-                     "keep_last", "num_proc", "cache_dir", "eval_every_epochs", "max_nonfinite_steps",
+                     "keep_last", "num_proc", "cache_dir", "eval_every_epochs", "eval_batch_size", "max_nonfinite_steps",
                      # where the run lives: runs/x, its absolute path, or the folder after a move
                      "output_dir"}
 
@@ -342,7 +386,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
         )
     saved = run_dir / "config.json"
     if config.resume is not None and checkpoints and saved.is_file():
-        before = json.loads(saved.read_text())
+        before = _saved_config(saved)
         now = json.loads(json.dumps(config.to_dict()))
         changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
         if changed:
@@ -351,3 +395,18 @@ def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
                 + ", ".join(f"{k} ({before.get(k)!r} -> {now[k]!r})" for k in changed)
                 + ". Use the run's own config (--config RUN_DIR/config.toml) or another output_dir."
             )
+
+
+def _saved_config(path: Path) -> dict[str, Any]:
+    """A run's saved config.json in today's spelling (e.g. ``model="efficientnet_v2_s"`` +
+    ``backend`` of older runs become one model id), so that an old run resumes; the raw values when
+    they no longer make a config (the comparison then names what differs)."""
+    import warnings
+
+    raw = json.loads(path.read_text())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the run's own old spelling, not the user's
+            return json.loads(json.dumps(TrainConfig.from_dict(raw).to_dict()))
+    except ConfigError:
+        return raw
