@@ -33,8 +33,8 @@ def runs(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = {}
-    for backend, model in (("torchvision", "efficientnet_v2_s"), ("timm", "tf_efficientnetv2_s")):
-        cfg = TrainConfig(**TINY, model=model, backend=backend, cache_dir=str(root / "cache"),
+    for backend, model in (("torchvision", "torchvision/efficientnet_v2_s"), ("timm", "timm/tf_efficientnetv2_s")):
+        cfg = TrainConfig(**TINY, model=model, cache_dir=str(root / "cache"),
                           output_dir=str(root / backend))
         out[backend] = train(cfg).run_dir
     yield out

@@ -52,14 +52,14 @@ def _config(tmp_path, photos, **changes):
 
 
 def _other_architecture_file(path: Path) -> str:
-    model = build_model("tf_efficientnetv2_s", num_classes=2, width_multiplier=0.25, depth_multiplier=0.1)
+    model = build_model("timm/tf_efficientnetv2_s", num_classes=2, width_multiplier=0.25, depth_multiplier=0.1)
     torch.save(model.state_dict(), path)
     return str(path)
 
 
 @pytest.mark.parametrize("changes, error, message", [
     (dict(model="resnet50"), ModelConfigError, "unknown model 'resnet50'"),
-    (dict(model="efficientnetv2_rw_s", variant="all_fused"), ModelConfigError, "supports only variant='default'"),
+    (dict(model="timm/efficientnetv2_rw_s", variant="all_fused"), ModelConfigError, "supports only variant='default'"),
     (dict(weights="missing.safetensors"), WeightsNotFoundError, "does not exist"),
     (dict(weights="other.pth"), WeightsError, "does not fit this EfficientNet"),
     (dict(output_dir="a-file/run"), ConfigError, "is a file, not a folder"),

@@ -14,6 +14,7 @@ from effv2birds.models import (ModelConfigError, build_model, get_classifier, li
 from effv2birds.models.variants import timm_arch_def, torchvision_setting
 
 TINY = dict(depth_multiplier=0.1, width_multiplier=0.25)
+MODEL_ID = {"torchvision": "torchvision/efficientnet_v2_s", "timm": "timm/efficientnetv2_s"}  # EfficientNetV2-S on each
 PAIRS = [(b, v) for b in ("torchvision", "timm") for v in list_variants()]
 PUBLISHED_PARAMS = 21_458_488  # torchvision's EfficientNet_V2_S_Weights meta["num_params"]
 
@@ -35,7 +36,7 @@ def test_list_variants_names_the_study_variants():
 
 @pytest.mark.parametrize("backend,variant", PAIRS)
 def test_every_pair_trains_at_32_and_128(backend, variant):
-    model = build_model(backend=backend, variant=variant, num_classes=7, **TINY)
+    model = build_model(MODEL_ID[backend], variant=variant, num_classes=7, **TINY)
     model.train()
     for size in (32, 128):
         model.zero_grad()
@@ -49,7 +50,7 @@ def test_every_pair_trains_at_32_and_128(backend, variant):
 
 
 def test_tf_and_rw_timm_models_build_and_run():
-    for name in ("tf_efficientnetv2_s", "timm:efficientnetv2_rw_s"):
+    for name in ("timm/tf_efficientnetv2_s", "timm/efficientnetv2_rw_s"):
         model = build_model(name, num_classes=4, **TINY)
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
@@ -143,7 +144,7 @@ def _drop_path_rates(model) -> list[float]:
 
 @pytest.mark.parametrize("backend", ["torchvision", "timm"])
 def test_set_regularization_changes_a_built_model(backend):
-    model = build_model(backend=backend, num_classes=3, stochastic_depth=0.0, dropout=0.0, depth_multiplier=0.1)
+    model = build_model(MODEL_ID[backend], num_classes=3, stochastic_depth=0.0, dropout=0.0, depth_multiplier=0.1)
     set_regularization(model, dropout=0.5, stochastic_depth=0.4)
     rates = _drop_path_rates(model)
     assert (model.drop_rate if backend == "timm" else model.classifier[0].p) == 0.5
@@ -160,7 +161,7 @@ def test_set_regularization_changes_a_built_model(backend):
 
 @pytest.mark.parametrize("backend", ["torchvision", "timm"])
 def test_get_classifier_is_the_trainable_head(backend):
-    model = build_model(backend=backend, num_classes=6, **TINY)
+    model = build_model(MODEL_ID[backend], num_classes=6, **TINY)
     head = get_classifier(model)
     linear = [m for m in head.modules() if isinstance(m, nn.Linear)]
     assert len(linear) == 1 and linear[0].out_features == 6
@@ -175,7 +176,7 @@ def test_get_classifier_is_the_trainable_head(backend):
 
 @pytest.mark.parametrize("backend", ["torchvision", "timm"])
 def test_one_input_channel(backend):
-    model = build_model(backend=backend, num_classes=10, in_chans=1, **TINY)
+    model = build_model(MODEL_ID[backend], num_classes=10, in_chans=1, **TINY)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
@@ -212,9 +213,9 @@ def test_train_config_has_one_model_id_and_no_silent_backend_switch():
     (dict(name="resnet50"), "unknown model"),
     (dict(backend="keras"), "backend"),
     (dict(variant="tiny"), "all_fused"),
-    (dict(name="tf_efficientnetv2_s.nope"), "in21k_ft_in1k"),
-    (dict(name="efficientnet_v2_s.IMAGENET1K_V1"), "torchvision"),
-    (dict(name="efficientnetv2_rw_s", variant="all_fused"), "only variant='default'"),
+    (dict(name="timm/tf_efficientnetv2_s.nope"), "in21k_ft_in1k"),
+    (dict(name="torchvision/efficientnet_v2_s.IMAGENET1K_V1"), "torchvision"),
+    (dict(name="timm/efficientnetv2_rw_s", variant="all_fused"), "only variant='default'"),
     (dict(variant="half_layers", pretrained=True), "from scratch"),
     (dict(width_multiplier=0.5, pretrained=True), "weights=FILE"),
     (dict(dropout=1.0), "dropout"),
@@ -274,7 +275,7 @@ def test_docs_snippets_run(tmp_path, monkeypatch):
 def test_zero_init_residual_starts_every_block_as_identity(backend):
     from effv2birds.models import zero_init_residual_
 
-    model = build_model(backend=backend, num_classes=25)
+    model = build_model(MODEL_ID[backend], num_classes=25)
     assert zero_init_residual_(model) == 35  # the same residual blocks on both backends
     model.eval()
     x = torch.randn(2, 3, 32, 32)

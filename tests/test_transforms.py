@@ -71,16 +71,16 @@ def test_settings_come_from_the_weights():
     tv = get_transforms()
     meta = EfficientNet_V2_S_Weights.DEFAULT
     assert tv.mean == tuple(meta.transforms().mean) and tv.min_size == meta.meta["min_size"][0] == 33
-    tf = get_transforms("tf_efficientnetv2_s.in21k_ft_in1k")
+    tf = get_transforms("timm/tf_efficientnetv2_s.in21k_ft_in1k")
     assert tf.mean == tf.std == (0.5, 0.5, 0.5)
     assert (tf.crop_size, tf.interpolation) == (300, "bicubic")
-    rw = get_transforms("timm:efficientnetv2_rw_s")
+    rw = get_transforms("timm/efficientnetv2_rw_s")
     assert rw.mean == pytest.approx((0.485, 0.456, 0.406)) and rw.crop_size == 288
-    assert get_transforms("efficientnet_v2_s", backend="timm").std == pytest.approx((0.229, 0.224, 0.225))
+    assert get_transforms("timm/efficientnetv2_s").std == pytest.approx((0.229, 0.224, 0.225))
 
 
 def test_tf_normalisation_maps_pixels_to_minus_one_one():
-    t = get_transforms("tf_efficientnetv2_s", image_size=64)
+    t = get_transforms("timm/tf_efficientnetv2_s", image_size=64)
     white = torch.full((3, 64, 64), 255, dtype=torch.uint8)
     black = torch.zeros(3, 64, 64, dtype=torch.uint8)
     assert torch.allclose(t.eval(white), torch.ones(3, 64, 64)) and torch.allclose(t.eval(black), -torch.ones(3, 64, 64))
@@ -90,7 +90,7 @@ def test_image_size_sets_the_model_input():
     t = get_transforms(pretrained=True, image_size=48)
     out = t.eval(_photo())
     assert out.shape == (3, 48, 48)
-    timm_t = get_transforms("efficientnetv2_s", image_size=100)
+    timm_t = get_transforms("timm/efficientnetv2_s", image_size=100)
     assert timm_t.crop_size == 100 and timm_t.resize_size == 100  # crop_pct 1.0
 
 
@@ -133,7 +133,7 @@ def test_train_transform_on_every_input_kind():
 
 
 def test_round_trip_through_json():
-    t = get_transforms("tf_efficientnetv2_s", image_size=56)
+    t = get_transforms("timm/tf_efficientnetv2_s", image_size=56)
     text = json.dumps(t.to_dict())
     back = ModelTransforms.from_dict(json.loads(text))
     assert back == t and back.to_dict() == t.to_dict()
@@ -168,7 +168,7 @@ def test_old_eval_size_name_still_works_with_a_deprecation_warning():
     # what runs saved as "transforms": eval_size, and train settings that training never used
     saved = dict(mean=[0.5] * 3, std=[0.5] * 3, eval_size=56, crop_size=56, interpolation="bicubic", min_size=33,
                  train_scale=[0.08, 1.0], hflip=True, source="timm tf_efficientnetv2_s.in21k_ft_in1k")
-    assert ModelTransforms.from_dict(saved) == get_transforms("tf_efficientnetv2_s", image_size=56)
+    assert ModelTransforms.from_dict(saved) == get_transforms("timm/tf_efficientnetv2_s", image_size=56)
     assert set(get_transforms().to_dict()) == {"mean", "std", "resize_size", "crop_size", "interpolation", "min_size",
                                                "source"}
 

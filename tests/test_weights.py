@@ -23,7 +23,7 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
     tv = build_model(num_classes=1000).state_dict()
     torch.save(tv, root / TV_FILE)
-    tm = build_model("tf_efficientnetv2_s", num_classes=1000).state_dict()
+    tm = build_model("timm/tf_efficientnetv2_s", num_classes=1000).state_dict()
     save_file(tm, str(root / "model.safetensors"))
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in tm.items()}}, root / "timm_ckpt.pth")
     return dict(root=root, tv=tv, timm=tm)
@@ -56,7 +56,7 @@ def test_torchvision_file_loads_backbone_and_fresh_head(files):
 
 def test_timm_safetensors_and_wrapped_checkpoint_load(files):
     for name in ("model.safetensors", "timm_ckpt.pth"):
-        model = build_model("tf_efficientnetv2_s", num_classes=25, weights=str(files["root"] / name))
+        model = build_model("timm/tf_efficientnetv2_s", num_classes=25, weights=str(files["root"] / name))
         state = model.state_dict()
         assert _same(state, files["timm"], skip="classifier.")
         assert state["classifier.weight"].shape == (25, 1280)
@@ -64,8 +64,8 @@ def test_timm_safetensors_and_wrapped_checkpoint_load(files):
 
 @pytest.mark.parametrize("backend,stem", [("torchvision", "features.0.0.weight"), ("timm", "conv_stem.weight")])
 def test_one_channel_stem_sums_rgb_weights(files, backend, stem):
-    name, source = ("efficientnet_v2_s", files["root"] / TV_FILE) if backend == "torchvision" else \
-        ("tf_efficientnetv2_s", files["root"] / "model.safetensors")
+    name, source = ("torchvision/efficientnet_v2_s", files["root"] / TV_FILE) if backend == "torchvision" else \
+        ("timm/tf_efficientnetv2_s", files["root"] / "model.safetensors")
     source_state = files["tv"] if backend == "torchvision" else files["timm"]
     model = build_model(name, num_classes=10, in_chans=1, weights=str(source))
     assert torch.allclose(model.state_dict()[stem], source_state[stem].sum(1, keepdim=True))
@@ -88,7 +88,7 @@ def test_hf_cache_is_used_for_timm_pretrained(files, empty_caches):
     (repo / "refs" / "main").write_text("0123abcd")
     os.symlink(files["root"] / "model.safetensors", snap / "model.safetensors")
     start = time.monotonic()
-    model = build_model("timm:tf_efficientnetv2_s", num_classes=25, pretrained=True)
+    model = build_model("timm/tf_efficientnetv2_s", num_classes=25, pretrained=True)
     assert time.monotonic() - start < 30
     assert _same(model.state_dict(), files["timm"], skip="classifier.")
 
@@ -98,7 +98,7 @@ def test_wrong_architecture_gives_a_clear_error(files, tmp_path):
         build_model(num_classes=25, weights=str(files["root"] / "model.safetensors"))
     assert len(str(err.value)) < 1500  # a summary, not a load_state_dict dump
     with pytest.raises(WeightsError, match="looks like torchvision EfficientNet"):
-        build_model("tf_efficientnetv2_s", weights=str(files["root"] / TV_FILE))
+        build_model("timm/tf_efficientnetv2_s", weights=str(files["root"] / TV_FILE))
     # the same family but another size (a depth-0.1 model's weights into the full model)
     small = tmp_path / "small.pth"
     torch.save(build_model(depth_multiplier=0.1).state_dict(), small)
@@ -109,7 +109,8 @@ def test_wrong_architecture_gives_a_clear_error(files, tmp_path):
 @pytest.mark.parametrize("backend", ["torchvision", "timm"])
 def test_a_trained_variant_reloads_from_its_own_file(tmp_path, backend):
     """weights= accepts any architecture built here (e.g. a run's saved all_fused depth-0.1 model)."""
-    kwargs = dict(backend=backend, variant="all_fused", depth_multiplier=0.1, num_classes=25, in_chans=1)
+    model = {"torchvision": "torchvision/efficientnet_v2_s", "timm": "timm/efficientnetv2_s"}[backend]
+    kwargs = dict(name=model, variant="all_fused", depth_multiplier=0.1, num_classes=25, in_chans=1)
     trained = build_model(**kwargs)
     path = tmp_path / "best.safetensors"
     save_file(trained.state_dict(), str(path))
@@ -124,7 +125,7 @@ def test_truncated_file_gives_a_clear_error(files, tmp_path, source):
     data = (files["root"] / source).read_bytes()
     broken = tmp_path / source
     broken.write_bytes(data[: len(data) // 3])
-    name = "efficientnet_v2_s" if source == TV_FILE else "tf_efficientnetv2_s"
+    name = "torchvision/efficientnet_v2_s" if source == TV_FILE else "timm/tf_efficientnetv2_s"
     with pytest.raises(WeightsError, match="truncated"):
         build_model(name, num_classes=25, weights=str(broken))
     assert broken.stat().st_size == len(data) // 3  # the user's file is left as it was
@@ -147,8 +148,8 @@ def _network_up() -> bool:
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("efficientnet_v2_s", TV_FILE),
-    ("tf_efficientnetv2_s", "models--timm--tf_efficientnetv2_s.in21k_ft_in1k"),
+    ("torchvision/efficientnet_v2_s", TV_FILE),
+    ("timm/tf_efficientnetv2_s", "models--timm--tf_efficientnetv2_s.in21k_ft_in1k"),
 ])
 def test_offline_with_nothing_cached_fails_fast_and_says_what_to_do(empty_caches, name, expected):
     if _network_up():
@@ -169,20 +170,20 @@ def test_offline_flags_skip_the_network(empty_caches, monkeypatch, var):
     monkeypatch.setattr(weights_mod, "_unreachable", lambda url: pytest.fail("network probed in offline mode"))
     start = time.monotonic()
     with pytest.raises(WeightsNotFoundError, match="offline mode"):
-        build_model("tf_efficientnetv2_s.in1k", pretrained=True)
+        build_model("timm/tf_efficientnetv2_s.in1k", pretrained=True)
     assert time.monotonic() - start < 5
 
 
 def test_timm_model_without_pretrained_weights_says_which_have_them(empty_caches):
     with pytest.raises(ModelConfigError, match="tf_efficientnetv2_s.in21k_ft_in1k"):
-        build_model("efficientnet_v2_s", backend="timm", pretrained=True)
+        build_model("timm/efficientnetv2_s", pretrained=True)
 
 
 def test_weights_folder_with_a_safetensors_file(files, tmp_path):
     folder = tmp_path / "snapshot"
     folder.mkdir()
     os.symlink(files["root"] / "model.safetensors", folder / "model.safetensors")
-    model = build_model("tf_efficientnetv2_s", weights=str(folder))
+    model = build_model("timm/tf_efficientnetv2_s", weights=str(folder))
     assert _same(model.state_dict(), files["timm"], skip="__none__")
     with pytest.raises(WeightsNotFoundError, match="model.safetensors"):
-        build_model("tf_efficientnetv2_s", weights=str(tmp_path))
+        build_model("timm/tf_efficientnetv2_s", weights=str(tmp_path))

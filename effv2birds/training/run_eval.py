@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from effv2birds.data.dedup import NEAR_DUPLICATE_DISTANCE, TRAIN_HASHES_FILE
+from effv2birds.errors import check_number
 from effv2birds.data.names import DataError
 
 if TYPE_CHECKING:
@@ -284,8 +285,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: Any, *, split: str | None = N
     tta = check_tta(tta)
     for key, value, low in (("batch_size", batch_size, 1), ("max_distance", max_distance, 0),
                             ("top_losses", top_losses, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{key}={value!r} must be an integer >= {low}")
+        check_number(key, value, low=low, low_ok=True, integer=True)
     run_dir = Path(run_dir).expanduser()
     accelerator = _accelerator(cpu)
     predictor = load_trained(run_dir, which=which, device=accelerator.device)
