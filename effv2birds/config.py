@@ -255,7 +255,10 @@ class TrainConfig:
         if isinstance(self.progressive, dict):
             object.__setattr__(self, "progressive", ProgressiveConfig(**_coerce(ProgressiveConfig, self.progressive)))
         _check_literals(self)
-        object.__setattr__(self, "model", parse_model_id(self.model, backend).id)  # names the choices
+        model = self.model
+        if backend is not None and model == DEFAULT_MODEL:
+            model = "efficientnet_v2_s"  # backend= alone was the old way to pick that backend's V2-S
+        object.__setattr__(self, "model", parse_model_id(model, backend).id)  # names the choices
         if not isinstance(self.data, str) or not self.data:
             raise _bad(type(self), "data", self.data, "a folder path, a hub data set id or 'synthetic'")
         _positive(self, "image_size", "synthetic_size", "batch_size", "grad_accum_steps", "epochs",

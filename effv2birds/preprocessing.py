@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
 
+from effv2birds.errors import ConfigError
+
 if TYPE_CHECKING:
     from effv2birds.config import TrainConfig
 
@@ -60,7 +62,7 @@ class Preprocessing:
     >>> Preprocessing(input_size=64, resize="crop", mean=(0.5,) * 3, std=(0.5,) * 3)
     Traceback (most recent call last):
     ...
-    ValueError: resize='crop' is not valid; choose one of resize, resize_crop
+    effv2birds.errors.ConfigError: resize='crop' is not valid; choose one of resize, resize_crop
     """
 
     input_size: int
@@ -78,14 +80,14 @@ class Preprocessing:
 
         size = self.input_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"input_size={size!r} is not valid: a positive integer (pixels)")
+            raise ConfigError(f"input_size={size!r} is not valid: a positive integer (pixels)")
         if self.resize not in RESIZE_POLICIES:
-            raise ValueError(f"resize={self.resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
+            raise ConfigError(f"resize={self.resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
         if not isinstance(self.normalize, bool):
-            raise ValueError(f"normalize={self.normalize!r} is not valid: True or False")
+            raise ConfigError(f"normalize={self.normalize!r} is not valid: True or False")
         mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-            raise ValueError(f"mean={self.mean!r} and std={self.std!r} must be 3 numbers each (std > 0)")
+            raise ConfigError(f"mean={self.mean!r} and std={self.std!r} must be 3 numbers each (std > 0)")
         object.__setattr__(self, "mean", mean)  # lists from JSON: tuples, so that equal settings compare equal
         object.__setattr__(self, "std", std)
         object.__setattr__(self, "mean_std_source", str(self.mean_std_source))
@@ -122,7 +124,7 @@ class Preprocessing:
         unknown = sorted(set(data) - set(_KEYS))
         missing = sorted(k for k in _KEYS if k not in data and k not in _OLD_DEFAULTS)
         if unknown or missing:
-            raise ValueError(f"not a preprocessing record: unknown key(s) {unknown}, missing {missing}; "
+            raise ConfigError(f"not a preprocessing record: unknown key(s) {unknown}, missing {missing}; "
                              f"the keys are {', '.join(_KEYS)}")
         values = {**_OLD_DEFAULTS, **data}
         size = values["image_size"]
@@ -143,7 +145,7 @@ class Preprocessing:
         'timm tf_efficientnetv2_s.in21k_ft_in1k'
         """
         if "preprocessing" not in meta:
-            raise ValueError("the metadata has no 'preprocessing' entry; was it written by effv2birds train?")
+            raise ConfigError("the metadata has no 'preprocessing' entry; was it written by effv2birds train?")
         pre = cls.from_dict(meta["preprocessing"])
         old_source = (meta.get("transforms") or {}).get("source")
         if not pre.mean_std_source and old_source:

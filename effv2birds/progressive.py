@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from effv2birds.config import TrainConfig
+from effv2birds.errors import ConfigError
 
 __all__ = ["StageSettings", "stage_of_epoch", "stage_settings", "schedule_table"]
 
@@ -42,7 +43,7 @@ def stage_of_epoch(epoch: int, epochs: int, stages: int) -> int:
     [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
     """
     if epoch < 0:
-        raise ValueError(f"epoch={epoch} must be >= 0")
+        raise ConfigError(f"epoch={epoch} must be >= 0")
     return min(stages - 1, epoch * stages // epochs)
 
 

@@ -207,6 +207,12 @@ def test_train_config_has_one_model_id_and_no_silent_backend_switch():
     with pytest.warns(FutureWarning):
         saved = TrainConfig.from_dict({"model": "efficientnet_v2_s", "backend": "timm"})  # an old config.json
     assert saved.model == "timm/efficientnetv2_s" and saved.replace(model="torchvision/efficientnet_v2_s").backend == "torchvision"
+    with pytest.warns(FutureWarning, match="write model='timm/efficientnetv2_s'"):
+        assert TrainConfig(backend="timm").model == "timm/efficientnetv2_s"  # the old `--backend timm` alone
+    from effv2birds.cli import build_config, build_parser
+
+    with pytest.warns(FutureWarning):
+        assert build_config(build_parser().parse_args(["train", "--backend", "timm"])).backend == "timm"
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -203,3 +203,22 @@ def test_a_run_with_the_config_of_a_finished_one_reuses_its_results(tmp_path):
     assert json.loads((twin.run_dir / "metrics.json").read_text())["best_val_top1"] == 0.3
     assert "hparams/baseline" in json.loads((twin.run_dir / "study_run.json").read_text())["note"]
     assert run_status(twin.run_dir) == "finished"
+
+
+def test_runs_train_two_at_a_time_with_the_same_results(report, tmp_path):
+    """--jobs 2 (the default on a 2-core CPU) trains each distinct config once, in worker processes,
+    and gives the numbers of --jobs 1 (both one thread per run here)."""
+    output, proc = report
+    assert "runs, 2 at a time" in proc.stdout and "same config as" in proc.stdout, proc.stdout[-2000:]
+    serial = tmp_path / "serial"
+    done = _launch(serial, "--experiment", "hparams", "--jobs", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "at a time" not in done.stdout
+    for metrics in serial.glob("hparams/*/metrics.json"):
+        parallel = json.loads((output / "hparams" / metrics.parent.name / "metrics.json").read_text())
+        mine = json.loads(metrics.read_text())
+        assert (mine["best_val_top1"], mine["test"]["top1"], mine["global_steps"]) == (
+            parallel["best_val_top1"], parallel["test"]["top1"], parallel["global_steps"]), metrics.parent.name
+    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "reproduce.py"), "--jobs", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--jobs '0' is not valid" in bad.stderr, bad.stderr[-2000:]

@@ -22,6 +22,10 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from effv2birds.errors import ConfigError
+
+from .names import DataError
+
 __all__ = ["open_rgb", "decode_resize", "check_image", "undecoded", "raw_images", "RESIZE_POLICIES",
            "IMAGE_EXTENSIONS"]
 
@@ -40,7 +44,7 @@ def _open(source: Any) -> PIL.Image.Image:
             return PIL.Image.open(io.BytesIO(source["bytes"]))
         if source.get("path"):
             return PIL.Image.open(source["path"])
-        raise ValueError("image value has neither bytes nor path")
+        raise DataError("image value has neither bytes nor path")
     if isinstance(source, (bytes, bytearray, memoryview)):
         return PIL.Image.open(io.BytesIO(bytes(source)))
     if isinstance(source, (str, os.PathLike)):
@@ -108,7 +112,7 @@ def decode_resize(
     [255, 0, 0]
     """
     if resize not in RESIZE_POLICIES:
-        raise ValueError(f"resize={resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
+        raise ConfigError(f"resize={resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
     img = open_rgb(source, draft_size=size)
     if resize == "resize_crop":
         w, h = img.size

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from effv2birds.errors import ConfigError
+
 __all__ = ["stratified_split", "per_class_indices", "stratified_subsample"]
 
 
@@ -38,7 +40,7 @@ def stratified_split(
     [2, 2, 2]
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
+        raise ConfigError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
             "with a sum below 1 so that training data remains"
         )
@@ -70,7 +72,7 @@ def per_class_indices(labels, per_class: int, *, seed: int = 0) -> np.ndarray:
     1
     """
     if not isinstance(per_class, (int, np.integer)) or per_class < 1:
-        raise ValueError(f"per_class={per_class!r} must be a positive integer")
+        raise ConfigError(f"per_class={per_class!r} must be a positive integer")
     parts = [idx[:per_class] for idx in _by_class(labels, seed).values()]
     return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
@@ -83,7 +85,7 @@ def stratified_subsample(labels, max_samples: int, *, seed: int = 0) -> np.ndarr
     """
     labels = np.asarray(labels)
     if not isinstance(max_samples, (int, np.integer)) or max_samples < 1:
-        raise ValueError(f"max_samples={max_samples!r} must be a positive integer")
+        raise ConfigError(f"max_samples={max_samples!r} must be a positive integer")
     if max_samples >= len(labels):
         return np.arange(len(labels), dtype=np.int64)
     groups = _by_class(labels, seed)

@@ -23,6 +23,8 @@ import io
 import numpy as np
 import PIL.Image
 
+from effv2birds.errors import ConfigError
+
 from .names import BIRD_SPECIES
 
 __all__ = ["synthetic_birds", "draw_birds", "FINE_TWINS", "NATIVE_SIZE"]
@@ -141,7 +143,7 @@ def synthetic_birds(size: int = 2000, *, seed: int = 0, eval_size: int | None = 
     import datasets
 
     if not isinstance(size, int) or size < 1:
-        raise ValueError(f"synthetic size={size!r} must be a positive integer")
+        raise ConfigError(f"synthetic size={size!r} must be a positive integer")
     eval_size = max(250, size // 5) if eval_size is None else eval_size
     features = datasets.Features(
         {"image": datasets.Image(mode="RGB"), "label": datasets.ClassLabel(names=list(BIRD_SPECIES))}

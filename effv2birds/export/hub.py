@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from effv2birds.atomic import temporary_path
+from effv2birds.errors import ConfigError
 from effv2birds.model_ids import parse_model_id, saved_model_kwargs
 
 from .errors import ExportError
@@ -276,7 +277,7 @@ def load_hub_predictor(folder: str | Path, device: str | torch.device | None = N
                                 "`effv2birds export RUN_DIR --format hub` or a run directory")
     section = json.loads((folder / "config.json").read_text()).get("effv2birds")
     if not isinstance(section, dict) or "model_kwargs" not in section:
-        raise ValueError(f"{folder}/config.json has no 'effv2birds' section (model settings, label names), so it was "
+        raise ConfigError(f"{folder}/config.json has no 'effv2birds' section (model settings, label names), so it was "
                          f"not written by effv2birds export; a plain timm folder loads with "
                          f"timm.create_model('local-dir:{folder}', pretrained=True)")
     model = build_model(**saved_model_kwargs(section["model_kwargs"]), pretrained=False)

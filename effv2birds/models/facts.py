@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from effv2birds.errors import ConfigError
+
 __all__ = ["ModelFacts", "model_facts"]
 
 
@@ -35,7 +37,7 @@ def _in_chans(model: nn.Module) -> int:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             return m.in_channels
-    raise ValueError(f"{type(model).__name__} has no Conv2d layer; model_facts needs an image model")
+    raise ConfigError(f"{type(model).__name__} has no Conv2d layer; model_facts needs an image model")
 
 
 def model_facts(model: nn.Module, image_size: int = 224, *, in_chans: int | None = None) -> ModelFacts:
@@ -52,7 +54,7 @@ def model_facts(model: nn.Module, image_size: int = 224, *, in_chans: int | None
     from torch.utils.flop_counter import FlopCounterMode
 
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size={image_size!r} is not valid: use a positive integer (pixels)")
+        raise ConfigError(f"image_size={image_size!r} is not valid: use a positive integer (pixels)")
     from .factory import unwrap_model
 
     model = unwrap_model(model)

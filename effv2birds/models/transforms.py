@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from effv2birds.errors import ConfigError
+
 from .factory import resolve_model_name
 
 __all__ = ["ModelTransforms", "get_transforms", "warn_if_too_small"]
@@ -77,24 +79,24 @@ class ModelTransforms:
             warnings.warn("ModelTransforms(eval_size=...) is now resize_size= (the resize before the center crop; "
                           "TrainConfig.eval_size is the evaluation resolution)", DeprecationWarning, stacklevel=2)
             if resize_size is not None and resize_size != eval_size:
-                raise ValueError(f"resize_size={resize_size} and its old name eval_size={eval_size} disagree")
+                raise ConfigError(f"resize_size={resize_size} and its old name eval_size={eval_size} disagree")
             resize_size = eval_size
         if resize_size is None:
             raise TypeError("ModelTransforms() needs resize_size= (the shorter side before the center crop)")
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
-            raise ValueError(f"mean {self.mean} and std {self.std} must have equal length and std > 0")
+            raise ConfigError(f"mean {self.mean} and std {self.std} must have equal length and std > 0")
         self.resize_size = int(resize_size)
         self.crop_size = int(crop_size)
         if self.crop_size < 1 or self.resize_size < self.crop_size:
-            raise ValueError(f"need 1 <= crop_size <= resize_size, got crop_size={crop_size}, "
+            raise ConfigError(f"need 1 <= crop_size <= resize_size, got crop_size={crop_size}, "
                              f"resize_size={resize_size}")
         try:
             self._mode = InterpolationMode(str(interpolation).lower())
         except ValueError:
             allowed = ", ".join(m.value for m in InterpolationMode)
-            raise ValueError(f"interpolation={interpolation!r} is not valid; choose one of {allowed}") from None
+            raise ConfigError(f"interpolation={interpolation!r} is not valid; choose one of {allowed}") from None
         self.interpolation = self._mode.value
         self.min_size = int(min_size)
         self.source = source
@@ -162,7 +164,7 @@ class ModelTransforms:
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "eval_size"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown ModelTransforms field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown ModelTransforms field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**data)
 
     def __repr__(self) -> str:
@@ -190,7 +192,7 @@ def get_transforms(name: str | None = None, *, backend: str | None = None, pretr
     """
     spec = resolve_model_name(name, backend)
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size={image_size!r} is not valid: use a positive integer or None")
+        raise ConfigError(f"image_size={image_size!r} is not valid: use a positive integer or None")
     if spec.backend == "torchvision":
         from torchvision.models import EfficientNet_V2_S_Weights
 

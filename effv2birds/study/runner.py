@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -11,10 +12,10 @@ from effv2birds.study.experiments import PlannedRun, run_status
 from effv2birds.study.report import RUN_INFO
 from effv2birds.training.records import write_json
 
-__all__ = ["load_skipped", "run_planned", "save_skipped"]
+__all__ = ["auto_jobs", "load_skipped", "run_planned", "save_skipped"]
 
 
-def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -> dict[str, str]:
+def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print, jobs: int = 1) -> dict[str, str]:
     """Train every run that has not finished; return ``{run name: reason}`` for skipped runs.
 
     A run whose ``metrics.json`` says ``finished`` is not trained again; one with checkpoints is
@@ -24,12 +25,18 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
     message, which says where to put the file) when none can be found offline, and so is their
     from-scratch baseline (``baseline_of_weights``).
 
-    >>> run_planned(plan_runs("new-data", image_sizes=(32,)))  # doctest: +SKIP
+    ``jobs > 1`` first trains the runs that need no pretrained weights in that many worker processes
+    (each with an equal share of the CPU cores), then goes through the list as above: on a small CPU
+    two one-thread runs at a time train ~1.8x faster than one two-thread run (see :func:`auto_jobs`).
+
+    >>> run_planned(plan_runs("new-data", image_sizes=(32,)), jobs=2)  # doctest: +SKIP
     {}
     """
     from effv2birds.models import WeightsNotFoundError
     from effv2birds.training import train
 
+    if jobs > 1:
+        _train_in_parallel(runs, jobs, log)
     skipped: dict[str, str] = {}
     for i, run in enumerate(runs, 1):
         status = run_status(run.run_dir)
@@ -61,6 +68,81 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print) -
             skipped[run.name] = str(exc)
             log(f"[{i}/{len(runs)}] {run.name}: skipped, no pretrained weights offline:\n{exc}")
     return skipped
+
+
+def auto_jobs() -> int:
+    """How many runs to train at once by default: 2 on a machine without a GPU that has at least 2
+    CPU cores and runs one process, else 1. Small CPU models (32-64 px, batch 12) use two threads
+    poorly: measured on a 2-core VM, one two-thread run trained 27 images/s, two one-thread runs at
+    once 26 + 24.
+
+    >>> auto_jobs() in (1, 2)
+    True
+    """
+    import torch
+
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def _parallel_share(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """The runs the workers train: unfinished, no pretrained weights involved (those go through the
+    skip logic in order), one per distinct training config; the most expensive first."""
+    chosen: dict[str, PlannedRun] = {}
+    for run in runs:
+        if run.needs_weights or run.baseline_of_weights or run_status(run.run_dir) == "finished":
+            continue
+        key = _training_key(json.loads(json.dumps(run.config.to_dict())))
+        if key not in chosen and finished_twin(run) is None:
+            chosen[key] = run
+
+    def cost(run: PlannedRun) -> float:  # longest first keeps the workers busy until the end
+        c = run.config
+        return c.image_size ** 2 * c.epochs * (3.0 if c.variant == "all_fused" else 1.0) * c.depth_multiplier
+    return sorted(chosen.values(), key=cost, reverse=True)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def _train_worker(config) -> str:
+    from effv2birds.training import train
+
+    train(config)
+    return config.output_dir
+
+
+def _train_in_parallel(runs: list[PlannedRun], jobs: int, log: Callable[[str], None]) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    share = _parallel_share(runs)
+    if len(share) < 2:
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    log(f"training {len(share)} runs, {jobs} at a time ({threads} thread(s) each)")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {}
+        for run in share:
+            config = run.config
+            if run_status(run.run_dir) == "interrupted" and config.resume is None:
+                config = config.replace(resume="latest")
+            write_run_info(run)
+            futures[pool.submit(_train_worker, config)] = run
+        try:
+            for future in as_completed(futures):
+                future.result()  # a failed run stops the command here, as it would without jobs
+                log(f"{futures[future].name}: finished")
+        except BaseException:
+            for future in futures:
+                future.cancel()  # the queued ones; the ones running finish or fail on their own
+            raise
 
 
 _RECORDS = ("config.json", "config.toml", "metrics.json", "metrics.jsonl", "environment.json", "data_report.json")

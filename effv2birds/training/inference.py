@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 
 import torch
 
-from effv2birds.errors import Effv2birdsError
+from effv2birds.errors import ConfigError, Effv2birdsError
 from effv2birds.model_ids import saved_model_kwargs
 from effv2birds.preprocessing import Preprocessing
 from effv2birds.training.setup import default_channels_last
@@ -49,7 +49,7 @@ def check_tta(tta: str | None) -> str:
     """
     mode = "none" if tta is None else str(tta).lower()
     if mode not in TTA_MODES:
-        raise ValueError(f"tta={tta!r} is not a test-time augmentation; choose one of {', '.join(TTA_MODES)}")
+        raise ConfigError(f"tta={tta!r} is not a test-time augmentation; choose one of {', '.join(TTA_MODES)}")
     return mode
 
 
@@ -126,9 +126,9 @@ class Predictor:
         if isinstance(images, (str, os.PathLike)) or hasattr(images, "convert"):
             images = [images]
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k={top_k!r} must be a positive integer (the number of labels per image)")
+            raise ConfigError(f"top_k={top_k!r} must be a positive integer (the number of labels per image)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+            raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
         check_tta(tta)
         top_k = min(top_k, len(self.class_names))
         images = iter(images)
@@ -197,7 +197,7 @@ def load_trained(run_dir: str | Path, which: str = "best", device: str | torch.d
         )
     state, meta = read_weights(path)
     if "model_kwargs" not in meta or "class_names" not in meta:
-        raise ValueError(f"{path} has no effv2birds metadata (label names, model settings); "
+        raise ConfigError(f"{path} has no effv2birds metadata (label names, model settings); "
                          "it was not written by effv2birds train")
     model = build_model(**saved_model_kwargs(meta["model_kwargs"]), pretrained=False)
     model.load_state_dict(state)

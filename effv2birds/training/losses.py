@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from effv2birds.errors import ConfigError
+
 __all__ = ["LOSSES", "build_criterion", "cosine_loss"]
 
 LOSSES = ("cross_entropy", "cosine")
@@ -54,4 +56,4 @@ def build_criterion(loss: str = "cross_entropy", *, label_smoothing: float = 0.0
         return torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     if loss == "cosine":
         return lambda logits, targets: cosine_loss(logits, targets, label_smoothing)
-    raise ValueError(f"loss={loss!r} is not known; choose one of {', '.join(LOSSES)}")
+    raise ConfigError(f"loss={loss!r} is not known; choose one of {', '.join(LOSSES)}")

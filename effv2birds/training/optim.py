@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from effv2birds.errors import ConfigError
 from effv2birds.training.nonfinite import nonfinite_skipper  # moved to nonfinite.py; importable here as before
 
 __all__ = ["build_optimizer", "build_schedule", "nonfinite_skipper", "scaled_lr", "LRSchedule"]
@@ -63,7 +64,7 @@ def build_optimizer(model: torch.nn.Module, config: Any, *, global_batch_size: i
     groups = param_groups_weight_decay(model, weight_decay=config.weight_decay)
     groups = [g for g in groups if g["params"]]
     if not groups:
-        raise ValueError("the model has no trainable parameters; check freeze_backbone and the model head")
+        raise ConfigError("the model has no trainable parameters; check freeze_backbone and the model head")
     lr = scaled_lr(config, global_batch_size)
     name = config.optimizer
     if name == "sgd":
@@ -75,7 +76,7 @@ def build_optimizer(model: torch.nn.Module, config: Any, *, global_batch_size: i
         return torch.optim.Adam(groups, lr=lr, fused=fused or None)
     if name == "rmsprop":
         return RMSpropTF(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=config.momentum)
-    raise ValueError(f"optimizer={name!r} is unknown; choose one of sgd, adamw, adam, rmsprop")
+    raise ConfigError(f"optimizer={name!r} is unknown; choose one of sgd, adamw, adam, rmsprop")
 
 
 class LRSchedule:
@@ -98,7 +99,7 @@ class LRSchedule:
                  steps_per_epoch: int, min_lr_ratio: float = 0.0, step_epochs: int = 30,
                  step_gamma: float = 0.1, plateau_patience: int = 10, plateau_factor: float = 0.1) -> None:
         if kind not in ("cosine", "step", "plateau", "constant"):
-            raise ValueError(f"schedule={kind!r} is unknown; choose one of cosine, step, plateau, constant")
+            raise ConfigError(f"schedule={kind!r} is unknown; choose one of cosine, step, plateau, constant")
         self.optimizer = optimizer
         self.kind = kind
         self.total_steps = max(1, int(total_steps))

@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from effv2birds.errors import ConfigError
+
 __all__ = ["PREDICTION_FORMATS", "PredictionWriter", "prediction_format"]
 
 PREDICTION_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
@@ -36,7 +38,7 @@ def prediction_format(path: str | os.PathLike) -> str:
     """
     kind = PREDICTION_FORMATS.get(Path(path).suffix.lower())
     if kind is None:
-        raise ValueError(f"--output {path}: name the file .csv or .jsonl (one row per image in that format)")
+        raise ConfigError(f"--output {path}: name the file .csv or .jsonl (one row per image in that format)")
     return kind
 
 
