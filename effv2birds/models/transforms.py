@@ -187,7 +187,7 @@ def get_transforms(name: str | None = None, *, backend: str | None = None, pretr
     settings as the named model's pretrained weights. A run takes only ``mean``, ``std`` and
     ``source`` from here (``Preprocessing.from_config``); ``.eval`` is the weights' own evaluation path.
 
-    >>> get_transforms("tf_efficientnetv2_s", image_size=64).mean
+    >>> get_transforms("timm/tf_efficientnetv2_s", image_size=64).mean
     (0.5, 0.5, 0.5)
     """
     spec = resolve_model_name(name, backend)
