@@ -107,7 +107,7 @@ def parse_model_id(name: str | None = None, backend: str | None = None, *, warn:
     spec = ModelSpec(found_backend, arch, tag or None)
     if not slash and warn:
         warnings.warn(f"model={name!r}" + (f" with backend={backend!r}" if backend else "")
-                      + f" is an old spelling; write model={spec.id!r}", FutureWarning, stacklevel=3)
+                      + f" is an old spelling; write model={spec.id!r}", FutureWarning, stacklevel=4)
     if spec.tag is not None:
         _check_tag(name, spec)
     return spec
