@@ -83,10 +83,6 @@ class PlannedRun:
         return Path(self.config.output_dir)
 
 
-def _base_config(preset: str, config_file: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    return resolve_values(preset=preset, config_file=config_file, overrides=overrides)
-
-
 def _config(values: dict[str, Any], output_dir: Path, name: str, **changes: Any) -> TrainConfig:
     merged = {**values, **changes, "output_dir": str(output_dir / name)}
     return TrainConfig.from_dict(merged)
@@ -120,7 +116,7 @@ def plan_runs(
         image_sizes = PRESET_IMAGE_SIZES.get(preset, DEFAULT_IMAGE_SIZES)
     if not image_sizes or any(int(s) <= 0 for s in image_sizes):
         raise ConfigError(f"--image-sizes {image_sizes!r} is not valid: give one or more sizes in pixels, e.g. 32 128")
-    values = _base_config(preset, config_file, overrides or {})
+    values = resolve_values(preset=preset, config_file=config_file, overrides=overrides)
     out = Path(output_dir)
     small = min(image_sizes)
     runs: list[PlannedRun] = []

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from effv2birds.data.dedup import NEAR_DUPLICATE_DISTANCE, TRAIN_HASHES_FILE
-from effv2birds.errors import check_number
 from effv2birds.data.names import DataError
+from effv2birds.errors import check_number
 
 if TYPE_CHECKING:
     from effv2birds.preprocessing import Preprocessing
