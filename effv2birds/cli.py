@@ -31,6 +31,7 @@ __all__ = ["main", "build_parser", "build_config"]
 _HELP = {
     "data": "image folder, a saved DatasetDict folder, a hub data set id, or 'synthetic'",
     "batch_size": "images per process and micro-batch",
+    "photo_size": "make every photo this size first (e.g. the study's 32), then resize it to --image-size",
     "lr": "peak learning rate (per 256 images with --lr-scaling linear)",
     "resume": "'latest' or a checkpoint folder (RUN_DIR/checkpoints/step-...)",
     "output_dir": "run directory (weights, metrics, checkpoints, model card)",

@@ -172,6 +172,7 @@ class TrainConfig:
     synthetic_size: int = 2000  # images in the built-in synthetic train split
     image_size: int = 32  # training resolution (pixels, square)
     eval_image_size: int | None = None  # None: same as image_size
+    photo_size: int | None = None  # make every photo this size first (the study: 32), then resize it to image_size
     resize: Literal["resize", "resize_crop"] = "resize"  # study: plain resize
     normalize: bool = True  # study: False (only scaled to [0,1])
     cache_dir: str | None = None  # None: the datasets cache
@@ -263,7 +264,7 @@ class TrainConfig:
             raise _bad(type(self), "data", self.data, "a folder path, a hub data set id or 'synthetic'")
         _positive(self, "image_size", "synthetic_size", "batch_size", "grad_accum_steps", "epochs",
                   "eval_every_epochs", "keep_last", "log_every_steps", "max_nonfinite_steps", "lr")
-        _positive(self, "eval_image_size", "per_class", "max_samples", "num_proc", "grad_clip",
+        _positive(self, "eval_image_size", "photo_size", "per_class", "max_samples", "num_proc", "grad_clip",
                   "early_stop_patience", "max_steps", "checkpoint_every_epochs", "checkpoint_every_steps",
                   "eval_batch_size", allow_none=True)
         _positive(self, "weight_decay", "warmup_epochs", "crop_padding", "randaug_magnitude", "mixup_alpha",

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["Preprocessing"]
 
 # the saved form: runs written so far store the input size as "image_size" (sidecar readers use it too)
-_KEYS = ("image_size", "resize", "mean", "std", "normalize", "mean_std_source")
-# runs saved before these keys existed used these values
-_OLD_DEFAULTS = {"resize": "resize", "normalize": True, "mean_std_source": ""}
+_KEYS = ("image_size", "resize", "mean", "std", "normalize", "mean_std_source", "photo_size")
+# runs saved before these keys existed used these values ("photo_size" is saved only when set)
+_OLD_DEFAULTS = {"resize": "resize", "normalize": True, "mean_std_source": "", "photo_size": None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +55,9 @@ class Preprocessing:
       ``False`` keeps [0, 1] (the study). ``mean``/``std`` are kept either way, unused when ``False``.
     - ``mean_std_source``: where ``mean``/``std`` came from (e.g. ``"timm tf_efficientnetv2_s.in21k_ft_in1k"``);
       ``""`` when unknown (runs saved before it was recorded).
+    - ``photo_size``: when set, every photo is first made ``photo_size`` x ``photo_size`` (with ``resize``)
+      and then resized to ``input_size``: the study's 32x32 photos fed to the network at a larger input
+      (``TrainConfig.photo_size``). ``None``: photos go straight to ``input_size``.
 
     >>> pre = Preprocessing(input_size=64, resize="resize_crop", normalize=False, mean=(0.5,) * 3, std=(0.5,) * 3)
     >>> pre.to_dict()["image_size"], pre.resize
@@ -71,6 +74,7 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     mean_std_source: str = ""
+    photo_size: int | None = None
 
     # decode_resize's PIL resampling; constant, hence not a field (the export JSON states it)
     INTERPOLATION: ClassVar[str] = "bilinear"
@@ -83,6 +87,9 @@ class Preprocessing:
             raise ConfigError(f"input_size={size!r} is not valid: a positive integer (pixels)")
         if self.resize not in RESIZE_POLICIES:
             raise ConfigError(f"resize={self.resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
+        photo = self.photo_size
+        if photo is not None and (isinstance(photo, bool) or not isinstance(photo, int) or photo < 1):
+            raise ConfigError(f"photo_size={photo!r} is not valid: a positive integer (pixels) or None")
         if not isinstance(self.normalize, bool):
             raise ConfigError(f"normalize={self.normalize!r} is not valid: True or False")
         mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
@@ -109,7 +116,8 @@ class Preprocessing:
         weights = get_transforms(config.model, pretrained=config.pretrained,
                                  weights=config.weights, image_size=config.eval_size)
         return cls(input_size=config.eval_size, resize=config.resize, normalize=config.normalize,
-                   mean=weights.mean, std=weights.std, mean_std_source=weights.source)
+                   mean=weights.mean, std=weights.std, mean_std_source=weights.source,
+                   photo_size=config.photo_size)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
@@ -127,11 +135,9 @@ class Preprocessing:
             raise ConfigError(f"not a preprocessing record: unknown key(s) {unknown}, missing {missing}; "
                              f"the keys are {', '.join(_KEYS)}")
         values = {**_OLD_DEFAULTS, **data}
-        size = values["image_size"]
-        if isinstance(size, float) and size.is_integer():  # read as int() before this object existed
-            size = int(size)
-        return cls(input_size=size, resize=values["resize"], normalize=bool(values["normalize"]),
-                   mean=values["mean"], std=values["std"], mean_std_source=values["mean_std_source"])
+        return cls(input_size=_as_int(values["image_size"]), resize=values["resize"], normalize=bool(values["normalize"]),
+                   mean=values["mean"], std=values["std"], mean_std_source=values["mean_std_source"],
+                   photo_size=_as_int(values["photo_size"]))
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> "Preprocessing":
@@ -153,14 +159,16 @@ class Preprocessing:
         return pre
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, what the weights' metadata and the export JSON hold.
+        """JSON-able form, what the weights' metadata and the export JSON hold (``"photo_size"`` only when set,
+        so that runs without it keep the record they always had).
 
         >>> Preprocessing(input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3).to_dict()
         {'image_size': 32, 'resize': 'resize', 'mean': [0.5, 0.5, 0.5], 'std': [0.25, 0.25, 0.25], \
 'normalize': True, 'mean_std_source': ''}
         """
         return {"image_size": self.input_size, "resize": self.resize, "mean": list(self.mean),
-                "std": list(self.std), "normalize": self.normalize, "mean_std_source": self.mean_std_source}
+                "std": list(self.std), "normalize": self.normalize, "mean_std_source": self.mean_std_source,
+                **({"photo_size": self.photo_size} if self.photo_size is not None else {})}
 
     # --- use -----------------------------------------------------------------------------------------
     def load_image(self, image: Any) -> torch.Tensor:
@@ -174,7 +182,7 @@ class Preprocessing:
         """
         from effv2birds.data.decode import decode_resize
 
-        return torch.from_numpy(decode_resize(image, self.input_size, self.resize))
+        return torch.from_numpy(decode_resize(image, self.input_size, self.resize, self.photo_size))
 
     def to_model_input(self, images_uint8: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
         """uint8 ``(B, 3, H, W)`` (from :meth:`load_image` or a cache) -> the model's float32 input: scaled
@@ -200,8 +208,10 @@ not normalised'
                else "short side resized, centre square kept")
         norm = (f"then normalised with mean {list(self.mean)} and std {list(self.std)}" if self.normalize
                 else "not normalised")
-        return (f"RGB, resized to {self.input_size} x {self.input_size} px (`{self.resize}`: {how}), "
-                f"{self.INTERPOLATION}, scaled to [0, 1], {norm}")
+        size = f"{self.input_size} x {self.input_size} px"
+        if self.photo_size is not None:
+            size = f"{self.photo_size} x {self.photo_size} px, then to {size}"
+        return f"RGB, resized to {size} (`{self.resize}`: {how}), {self.INTERPOLATION}, scaled to [0, 1], {norm}"
 
     # --- the dict that Predictor.preprocessing used to be ------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -218,3 +228,8 @@ not normalised'
         warnings.warn("Predictor.preprocessing is a Preprocessing object now: use .to_dict().get(...) or its "
                       "attributes", DeprecationWarning, stacklevel=2)
         return self.to_dict().get(key, default)
+
+
+def _as_int(value: Any) -> Any:
+    """Whole floats from JSON as ints (sizes were read with int() before this object existed)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

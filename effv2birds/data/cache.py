@@ -63,6 +63,7 @@ class CachedSplit:
     resize: str = "resize"
     path: Path | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    photo_size: int | None = None  # photos made this size first, then resized to image_size
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -78,7 +79,7 @@ class CachedSplit:
         'cpu'
         """
         return CachedSplit(self.images.to(device), self.labels.to(device), self.class_names,
-                           self.image_size, self.resize, self.path, self.skipped)
+                           self.image_size, self.resize, self.path, self.skipped, self.photo_size)
 
 
 @contextlib.contextmanager
@@ -121,26 +122,29 @@ def _source_fingerprint(split) -> str:
     return h.hexdigest()
 
 
-def cache_key(split, image_size: int, resize: str = "resize") -> str:
-    """The cache entry name of ``split`` at ``image_size`` with a resize policy.
+def cache_key(split, image_size: int, resize: str = "resize", photo_size: int | None = None) -> str:
+    """The cache entry name of ``split`` at ``image_size`` with a resize policy (and ``photo_size``).
 
     >>> from effv2birds.data import load_image_dataset
     >>> tr = load_image_dataset("synthetic", synthetic_size=50)["train"]
     >>> cache_key(tr, 32) != cache_key(tr, 64)
     True
     """
-    text = json.dumps({"v": CACHE_VERSION, "source": _source_fingerprint(split), "split": str(split.split),
-                       "rows": split.num_rows, "size": int(image_size), "resize": resize,
-                       "interpolation": "bilinear-antialias"}, sort_keys=True)
-    return f"{resize}-{int(image_size)}px-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+    key = {"v": CACHE_VERSION, "source": _source_fingerprint(split), "split": str(split.split),
+           "rows": split.num_rows, "size": int(image_size), "resize": resize, "interpolation": "bilinear-antialias"}
+    if photo_size is not None:  # only then: the entries built before photo_size existed keep their names
+        key["photo_size"] = int(photo_size)
+    text = json.dumps(key, sort_keys=True)
+    name = f"{resize}-{int(image_size)}px" + (f"-from{int(photo_size)}px" if photo_size is not None else "")
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
 
-def _decode_batch(batch: dict[str, list], size: int, resize: str) -> dict[str, list]:
+def _decode_batch(batch: dict[str, list], size: int, resize: str, photo_size: int | None = None) -> dict[str, list]:
     pixels, errors = [], []
     blank = np.zeros((3, size, size), np.uint8)
     for value in batch["image"]:
         try:
-            pixels.append(_decode.decode_resize(value, size, resize))  # via module: tests count calls
+            pixels.append(_decode.decode_resize(value, size, resize, photo_size))  # via module: tests count calls
             errors.append("")
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the build
             pixels.append(blank)
@@ -174,7 +178,8 @@ def _load(entry: Path, meta: dict[str, Any]) -> CachedSplit:
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
         raise DataError(f"cache entry {entry} holds images of shape {tuple(images.shape)}; delete it and rerun")
     skipped = [tuple(s) for s in meta.get("skipped", [])]
-    return CachedSplit(images, labels, list(meta["class_names"]), size, meta["resize"], entry, skipped)
+    return CachedSplit(images, labels, list(meta["class_names"]), size, meta["resize"], entry, skipped,
+                       meta.get("photo_size"))
 
 
 def cache_split(
@@ -184,12 +189,14 @@ def cache_split(
     resize: str = "resize",
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    photo_size: int | None = None,
 ) -> CachedSplit:
     """Decode and resize every image of a ``datasets.Dataset`` split once; reuse it later.
 
     The entry is keyed by the split's fingerprint (and its files' size/mtime), split name, size and
     resize policy (``"resize"``: squash to a square; ``"resize_crop"``: short side then centre
-    crop). ``num_proc`` processes decode in parallel (default: all cores for big splits). Images
+    crop), and ``photo_size`` (photos made that size first, then resized to ``image_size``; see
+    ``decode_resize``). ``num_proc`` processes decode in parallel (default: all cores for big splits). Images
     that fail to decode are left out and listed in ``CachedSplit.skipped``.
 
     >>> from effv2birds.data import load_image_dataset
@@ -206,6 +213,8 @@ def cache_split(
         raise DataError(f"image_size={image_size!r} must be a positive integer (pixels)")
     if resize not in _decode.RESIZE_POLICIES:
         raise DataError(f"resize={resize!r} is not valid; choose one of {', '.join(_decode.RESIZE_POLICIES)}")
+    if photo_size is not None and (isinstance(photo_size, bool) or not isinstance(photo_size, int) or photo_size < 1):
+        raise DataError(f"photo_size={photo_size!r} must be a positive integer (pixels) or None")
     for col in ("image", "label"):
         if col not in split.column_names:
             raise DataError(f"the split has no {col!r} column (columns: {split.column_names}); "
@@ -217,9 +226,10 @@ def cache_split(
 
     if split.num_rows == 0:  # nothing to decode or store
         return CachedSplit(torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8),
-                           torch.zeros(0, dtype=torch.int64), class_names, image_size, resize)
+                           torch.zeros(0, dtype=torch.int64), class_names, image_size, resize,
+                           photo_size=photo_size)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = cache_key(split, image_size, resize)
+    key = cache_key(split, image_size, resize, photo_size)
     entry = root / key
     meta_file = entry / _META
     if meta_file.is_file():
@@ -247,9 +257,10 @@ def cache_split(
         raw = _decode.undecoded(split.select_columns(["image", "label"]))
         built = raw.map(
             _decode_batch, batched=True, batch_size=64, num_proc=num_proc, features=features,
-            remove_columns=["image"], fn_kwargs={"size": image_size, "resize": resize},
+            remove_columns=["image"], fn_kwargs={"size": image_size, "resize": resize, "photo_size": photo_size},
             cache_file_name=str(tmp / "map.arrow"), load_from_cache_file=False, new_fingerprint=key,
-            desc=f"caching {split.split or 'split'} at {image_size}px",
+            desc=f"caching {split.split or 'split'} at {image_size}px"
+                 + (f" (from {photo_size}px photos)" if photo_size is not None else ""),
         )
         with _no_progress_bars():  # the "caching" bar above already showed the work
             built.save_to_disk(str(tmp / "data"))
@@ -262,7 +273,8 @@ def cache_split(
             f.unlink()
         meta = {"version": CACHE_VERSION, "key": key, "image_size": image_size, "resize": resize,
                 "rows": split.num_rows, "class_names": class_names, "split": str(split.split),
-                "bad_rows": bad, "skipped": skipped, "build_s": round(time.perf_counter() - started, 3)}
+                "bad_rows": bad, "skipped": skipped, "photo_size": photo_size,
+                "build_s": round(time.perf_counter() - started, 3)}
         (tmp / _META).write_text(json.dumps(meta, indent=1))
         try:
             os.rename(tmp, entry)  # atomic: the entry appears complete or not at all

@@ -99,31 +99,44 @@ def open_rgb(source: Any, *, draft_size: int | None = None) -> PIL.Image.Image:
 
 
 def decode_resize(
-    source: Any, size: int, resize: Literal["resize", "resize_crop"] = "resize"
+    source: Any, size: int, resize: Literal["resize", "resize_crop"] = "resize", photo_size: int | None = None
 ) -> np.ndarray:
     """Decode and resize one image to a ``(3, size, size)`` uint8 array (CHW, RGB).
 
     ``resize="resize"`` squashes the whole photo to a square (the study's choice);
     ``"resize_crop"`` resizes the short side to ``size`` and keeps the centre square.
-    Resampling is bilinear with antialiasing (PIL).
+    Resampling is bilinear with antialiasing (PIL). With ``photo_size`` the photo is first made
+    ``photo_size`` x ``photo_size`` that way and then resized (squashed) to ``size``: the network sees
+    a ``photo_size`` photo at a ``size`` input, e.g. the study's 32x32 photos fed at 64 px.
 
     >>> import PIL.Image
     >>> decode_resize(PIL.Image.new("RGB", (300, 200), (255, 0, 0)), 32)[:, 0, 0].tolist()
     [255, 0, 0]
+    >>> decode_resize(PIL.Image.new("RGB", (300, 200), (255, 0, 0)), 64, photo_size=32).shape
+    (3, 64, 64)
     """
     if resize not in RESIZE_POLICIES:
         raise ConfigError(f"resize={resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
-    img = open_rgb(source, draft_size=size)
+    img = open_rgb(source, draft_size=photo_size or size)
+    if photo_size is not None:
+        # the same pixels as saving the photo_size image losslessly and decoding that file at ``size``
+        img = _resized(img, photo_size, resize)
+        resize = "resize"  # already square
+    img = _resized(img, size, resize)
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def _resized(img: "PIL.Image.Image", size: int, resize: str) -> "PIL.Image.Image":
     if resize == "resize_crop":
         w, h = img.size
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
         img = img.resize((nw, nh), PIL.Image.BILINEAR)
         left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    elif img.size != (size, size):
-        img = img.resize((size, size), PIL.Image.BILINEAR)
-    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+        return img.crop((left, top, left + size, top + size))
+    if img.size != (size, size):
+        return img.resize((size, size), PIL.Image.BILINEAR)
+    return img
 
 
 def check_image(source: Any) -> tuple[str | None, str | None]:

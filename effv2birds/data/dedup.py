@@ -229,6 +229,8 @@ def write_train_hashes(run_dir: str | os.PathLike, train_split: Any) -> Path:
         hashes, labels = hash_images(train_split.images), train_split.labels.cpu().numpy()
         meta = {"pixels": "cache", "image_size": train_split.image_size, "resize": train_split.resize,
                 "class_names": list(train_split.class_names)}
+        if train_split.photo_size is not None:
+            meta["photo_size"] = train_split.photo_size
     elif hasattr(train_split, "cast_column") and "image" in getattr(train_split, "column_names", ()):
         raw = raw_images(train_split)
         hashes, labels = hash_images(raw), np.asarray(train_split["label"])

@@ -134,7 +134,7 @@ def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any,
                                              val_fraction=0.0, test_fraction=0.0, cache_dir=cache_dir, with_report=True)
         chosen, split = _select_split(ds, split)
         chosen, run_labels, ignored = _map_labels(chosen, predictor.class_names, ignore_unknown)
-        cached = cache_split(chosen, pre.input_size, resize=pre.resize, cache_dir=cache_dir)
+        cached = cache_split(chosen, pre.input_size, resize=pre.resize, cache_dir=cache_dir, photo_size=pre.photo_size)
     raw = raw_images(chosen)
     bad = {path for path, _ in cached.skipped}  # the cache leaves out photos it could not decode
     kept = [i for i, path in enumerate(_photo_names(raw)) if path not in bad]
@@ -169,7 +169,7 @@ def _scores(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -
                                   class_names=class_names)
 
 
-def _train_hashes(run_dir: Path, size: int, resize: str, cache_dir: Any) -> tuple[np.ndarray, dict[str, Any], str]:
+def _train_hashes(run_dir: Path, pre: Preprocessing, cache_dir: Any) -> tuple[np.ndarray, dict[str, Any], str]:
     """The run's training-photo hashes: its ``train_hashes.npz``, else computed (and saved) from the
     training data that ``config.json`` names, at the evaluation size."""
     from effv2birds.config import TrainConfig
@@ -182,23 +182,25 @@ def _train_hashes(run_dir: Path, size: int, resize: str, cache_dir: Any) -> tupl
         return found[0], found[2], f"{TRAIN_HASHES_FILE} of the run"
     cfg = TrainConfig.from_file(run_dir / "config.json")
     ds, _ = load_config_dataset(cfg, cache_dir=cache_dir)  # the photos the run trained on
-    cached = cache_split(ds["train"], size, resize=resize, cache_dir=cache_dir or cfg.cache_dir)
+    cached = cache_split(ds["train"], pre.input_size, resize=pre.resize, cache_dir=cache_dir or cfg.cache_dir,
+                         photo_size=pre.photo_size)
     write_train_hashes(run_dir, cached)
     hashes, _, meta = read_train_hashes(run_dir)
     return hashes, meta, (f"computed from config.json's data {cfg.data!r} "
                           f"(the run had no {TRAIN_HASHES_FILE}; saved now)")
 
 
-def _eval_hashes(meta: dict[str, Any], images: torch.Tensor, raw: list[Any], size: int, resize: str) -> np.ndarray:
+def _eval_hashes(meta: dict[str, Any], images: torch.Tensor, raw: list[Any], pre: Preprocessing) -> np.ndarray:
     """Hashes of the evaluation photos made the way the training hashes were (same pixels pipeline)."""
     from effv2birds.data.decode import decode_resize
     from effv2birds.data.dedup import hash_images
 
     if meta.get("pixels") != "cache":
         return hash_images(raw)
-    if (meta.get("image_size"), meta.get("resize")) == (size, resize):
+    made = (meta.get("image_size"), meta.get("resize"), meta.get("photo_size"))
+    if made == (pre.input_size, pre.resize, pre.photo_size):
         return hash_images(images)
-    return hash_images(decode_resize(v, int(meta["image_size"]), meta["resize"]) for v in raw)
+    return hash_images(decode_resize(v, int(made[0]), made[1], made[2]) for v in raw)
 
 
 def _leak_check(run_dir: Path, probs: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, raw: list[Any],
@@ -208,13 +210,12 @@ def _leak_check(run_dir: Path, probs: torch.Tensor, labels: torch.Tensor, images
     from effv2birds.config import ConfigError
     from effv2birds.data.dedup import nearest_hashes
 
-    size, resize = preprocessing.input_size, preprocessing.resize
     try:
-        train, meta, source = _train_hashes(run_dir, size, resize, cache_dir)
+        train, meta, source = _train_hashes(run_dir, preprocessing, cache_dir)
     except (ConfigError, DataError, OSError, ValueError) as exc:
         reason = f"no training hashes and the training data cannot be loaded: {exc}"
         return {"status": "skipped", "reason": reason}, None
-    distances, _ = nearest_hashes(_eval_hashes(meta, images, raw, size, resize), train)
+    distances, _ = nearest_hashes(_eval_hashes(meta, images, raw, preprocessing), train)
     near = distances <= max_distance
     rest = torch.from_numpy(~near)
     without = _scores(probs[rest], labels[rest], class_names) if rest.any() else None
