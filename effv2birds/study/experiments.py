@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, resolve_values
-from effv2birds.presets import BLOG, PRESETS
+from effv2birds.presets import BLOG, INPUT_SIZES, PRESETS
 
 __all__ = ["EXPERIMENTS", "PRESETS", "PRESET_IMAGE_SIZES", "STUDY_FIGURES", "STUDY_RECIPE", "PlannedRun", "plan_runs", "run_status",
            "study_figure"]
@@ -84,8 +84,19 @@ class PlannedRun:
 
 
 def _config(values: dict[str, Any], output_dir: Path, name: str, **changes: Any) -> TrainConfig:
-    merged = {**values, **changes, "output_dir": str(output_dir / name)}
+    # the study's sizes are photo sizes: a run feeds its photos at a larger input only where planned so
+    merged = {**values, "photo_size": None, **changes, "output_dir": str(output_dir / name)}
     return TrainConfig.from_dict(merged)
+
+
+def _photo_sizes(recipe: str, size: int) -> dict[str, int]:
+    """The study's photos of ``size`` px at the recipe's network input (:data:`INPUT_SIZES`).
+
+    >>> _photo_sizes("ours", 32), _photo_sizes("ours", 128)
+    ({'photo_size': 32, 'image_size': 64}, {'photo_size': None, 'image_size': 128})
+    """
+    input_size = INPUT_SIZES.get(recipe, {}).get(size, size)
+    return {"photo_size": None if input_size == size else size, "image_size": input_size}
 
 
 def plan_runs(
@@ -102,7 +113,9 @@ def plan_runs(
 
     New-data trains the preset's recipe and the study's recipe (:data:`STUDY_RECIPE`) at the same
     budget, once per seed of ``seeds`` (default: the config's seed); a seed other than the config's
-    adds ``-seed<N>`` to the run name. ``image_sizes`` default: :data:`PRESET_IMAGE_SIZES` of the
+    adds ``-seed<N>`` to the run name. Its ``<size>px`` runs train on photos of that size, which the
+    preset's recipe may feed at a larger input (:data:`~effv2birds.presets.INPUT_SIZES`: ``ours`` gives
+    32 px photos a 64 px input). ``image_sizes`` default: :data:`PRESET_IMAGE_SIZES` of the
     preset, else the study's 32 and 128 px.
 
     >>> [r.name for r in plan_runs("new-data", image_sizes=(32,), seeds=(0, 1))]
@@ -129,8 +142,9 @@ def plan_runs(
             for size in image_sizes:
                 for suffix, recipe, recipe_name in recipes:
                     run = f"{size}px{suffix}{tag}"
+                    sizes = _photo_sizes(recipe_name, size)
                     runs.append(PlannedRun("new-data", run, _config(values, out, f"new-data/{run}", **recipe,
-                                                                    image_size=size, seed=seed), recipe=recipe_name))
+                                                                    **sizes, seed=seed), recipe=recipe_name))
 
     if "pretrained" in names:
         # The weights' own preprocessing: resize + center crop, ImageNet normalisation. The study used
