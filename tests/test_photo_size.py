@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -85,3 +86,21 @@ def test_a_run_trains_predicts_and_evaluates_the_small_photos(colour_photos, tmp
     # the leak check hashes the photos as the run's training hashes were made (from the 8 px photos)
     assert result["leak_check"]["status"] == "done"
     assert read_train_hashes(run)[2]["photo_size"] == 8
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_birds32_example_config_runs_a_few_steps(shared_data, tmp_path):
+    """examples/configs/birds32.toml as README gives it, cut to 3 steps on a sample of the real photos."""
+    from effv2birds.cli import main
+    from effv2birds.training import load_trained
+
+    config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "birds32.toml"
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(config), "--data", str(shared_data / "birds25-mini"), "--max-samples", "300",
+                 "--max-steps", "3", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-progress-bar", "--log-with", "none", "--cpu"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["global_steps"] == 3
+    pre = load_trained(out).preprocessing
+    assert (pre.photo_size, pre.input_size) == (32, 64)

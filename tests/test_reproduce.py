@@ -38,6 +38,7 @@ def test_every_experiment_has_rows_and_agrees_with_run_records(report):
     rows = list(csv.DictReader(open(output / "results.csv")))
     assert list(rows[0]) == COLUMNS
     assert {r["experiment"] for r in rows} == set(EXPERIMENTS)
+    assert all(r["photo_size"] == r["image_size"] for r in rows)  # the quick preset feeds photos at their size
     as_json = json.loads((output / "results.json").read_text())
     assert len(as_json) == len(rows)
     for row in as_json:

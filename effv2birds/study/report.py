@@ -23,7 +23,7 @@ from effv2birds.training.records import MetricsLog
 __all__ = ["COLUMNS", "collect_rows", "discover_runs", "write_report", "read_epochs", "wilson_interval"]
 
 COLUMNS = [
-    "experiment", "run", "status", "recipe", "seed", "variant", "image_size", "data", "params", "gflops",
+    "experiment", "run", "status", "recipe", "seed", "variant", "photo_size", "image_size", "data", "params", "gflops",
     "epochs", "epochs_run", "best_epoch", "best_val_top1", "best_val_top5", "final_val_top1", "final_val_top5",
     "final_train_top1", "test_top1", "test_top1_ci95", "test_top5", "test_macro_f1", "test_samples", "train_time_s", "images_per_s",
     "device", "world_size", "study_top1", "note",
@@ -82,7 +82,7 @@ def _row(run: PlannedRun, skipped: dict[str, str]) -> dict[str, Any]:
     cfg = run.config
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(experiment=run.experiment, run=run.run, recipe=run.recipe, seed=cfg.seed, variant=cfg.variant,
-               image_size=cfg.image_size, data=cfg.data, epochs=cfg.epochs,
+               photo_size=cfg.photo_size or cfg.image_size, image_size=cfg.image_size, data=cfg.data, epochs=cfg.epochs,
                study_top1=study_figure(run.experiment, run.run), note=run.note)
     if run.name in skipped:
         row.update(status="skipped", note=skipped[run.name])
@@ -131,7 +131,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-_TABLE = ["run", "recipe", "seed", "variant", "image_size", "params", "gflops", "epochs_run", "best_val_top1",
+_TABLE = ["run", "recipe", "seed", "variant", "photo_size", "image_size", "params", "gflops", "epochs_run", "best_val_top1",
           "final_val_top1", "final_train_top1", "test_top1", "test_top1_ci95", "test_top5", "test_macro_f1", "study_top1", "train_time_s",
           "images_per_s", "device"]
 
@@ -142,25 +142,26 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _seed_summary(rows: list[dict[str, Any]]) -> list[str]:
-    """Mean and spread over seeds of each (image size, recipe, epochs) of new-data run with several seeds."""
+    """Mean and spread over seeds of each (photo size, input size, recipe, epochs) of new-data run with several seeds."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         if r["status"] == "finished" and r["test_top1"] is not None:
-            groups.setdefault((r["image_size"], r["recipe"], r["epochs"]), []).append(r)
+            groups.setdefault((r["photo_size"], r["image_size"], r["recipe"], r["epochs"]), []).append(r)
     lines = []
-    for (size, recipe, epochs), group in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for (photo, size, recipe, epochs), group in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         if len({r["seed"] for r in group}) < 2:
             continue
         tops = [r["test_top1"] for r in group]
         vals = [r["best_val_top1"] for r in group if r["best_val_top1"] is not None]
         mean = sum(tops) / len(tops)
         std = math.sqrt(sum((t - mean) ** 2 for t in tops) / (len(tops) - 1))
-        lines.append(f"| {size} | {recipe} | {epochs} | {len(group)} | {mean:.2f} ± {std:.2f} | {min(tops):.2f}–{max(tops):.2f} | "
+        lines.append(f"| {photo} | {size} | {recipe} | {epochs} | {len(group)} | {mean:.2f} ± {std:.2f} | {min(tops):.2f}–{max(tops):.2f} | "
                      f"{sum(vals) / max(len(vals), 1):.2f} |")
     if not lines:
         return []
     head = ["Over seeds (test top-1 mean ± sample standard deviation, range; mean best validation top-1):", "",
-            "| image_size | recipe | epochs | seeds | test_top1 | range | best_val_top1 |", "|---|---|---|---|---|---|---|"]
+            "| photo_size | image_size | recipe | epochs | seeds | test_top1 | range | best_val_top1 |",
+            "|---|---|---|---|---|---|---|---|"]
     return head + lines + [""]
 
 
@@ -192,12 +193,12 @@ def _plots(out: Path, runs: list[PlannedRun], rows: list[dict[str, Any]]) -> lis
     res = [r for r in rows if r["experiment"] == "new-data" and r["status"] == "finished"]
     if res:
         fig, ax = plt.subplots(figsize=(5, 4))
-        res.sort(key=lambda r: r["image_size"])
-        ax.plot([r["image_size"] for r in res], [r["test_top1"] or 0 for r in res], "o-", label="effv2birds (test)")
-        study = [(r["image_size"], r["study_top1"]) for r in res if r["study_top1"] is not None]
+        res.sort(key=lambda r: r["photo_size"])  # the photos' size: what the study's resolutions are
+        ax.plot([r["photo_size"] for r in res], [r["test_top1"] or 0 for r in res], "o-", label="effv2birds (test)")
+        study = [(r["photo_size"], r["study_top1"]) for r in res if r["study_top1"] is not None]
         if study:
             ax.plot(*zip(*study), "s--", label="reproduction study")
-        ax.set(xlabel="image size (px)", ylabel="test top-1 (%)", title="accuracy by resolution")
+        ax.set(xlabel="photo size (px)", ylabel="test top-1 (%)", title="accuracy by resolution")
         ax.legend()
         fig.tight_layout(), fig.savefig(out / "accuracy_by_resolution.png", dpi=100), plt.close(fig)
         made.append("accuracy_by_resolution.png")
@@ -302,10 +303,11 @@ def budget_table(rows: list[dict[str, Any]]) -> str:
     counts: dict[tuple[Any, ...], int] = {}
     for r in rows:
         if r["status"] == "finished":
-            key = (r["experiment"], r["recipe"], r["image_size"], r["epochs"], r["data"])
+            key = (r["experiment"], r["recipe"], r["photo_size"], r["image_size"], r["epochs"], r["data"])
             counts[key] = counts.get(key, 0) + 1
-    lines = ["| experiment | recipe | image_size | epochs | data | runs |", "|---|---|---|---|---|---|"]
-    lines += [f"| {e} | {rec} | {size} | {ep} | `{data}` | {n} |" for (e, rec, size, ep, data), n in counts.items()]
+    lines = ["| experiment | recipe | photo_size | image_size | epochs | data | runs |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {e} | {rec} | {photo} | {size} | {ep} | `{data}` | {n} |"
+              for (e, rec, photo, size, ep, data), n in counts.items()]
     return "\n".join(lines)
 
 
@@ -331,7 +333,9 @@ def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[s
              "accuracies are in %. `study_top1` is the reproduction study's published best test accuracy "
              "where it reported one; `test_top1_ci95` is the 95 % Wilson interval of the test top-1 over "
              "`test_samples` photos; `recipe` is the preset the run's training recipe comes from "
-             "(`study`: the study's own recipe at this run's budget). Budgets: `epochs` per run below.", "",
+             "(`study`: the study's own recipe at this run's budget); `photo_size` is the size the photos were "
+             "resized to and `image_size` the network input they were fed at (larger where the recipe "
+             "upsamples them). Budgets: `epochs` per run below.", "",
              budget_table(rows), ""]
     for exp in dict.fromkeys(r["experiment"] for r in rows):
         exp_rows = [r for r in rows if r["experiment"] == exp]
