@@ -33,7 +33,7 @@ class ModelConfigError(ConfigError):
 
 
 def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None = None, low_ok: bool = False,
-                 integer: bool = False, allow_none: bool = False, error: type[ConfigError] = ConfigError) -> None:
+                 integer: bool = False, allow_none: bool = False, error: type[Exception] = ConfigError) -> None:
     """Raise ``error`` unless ``value`` is a finite number in the range (``low`` included when
     ``low_ok``; ``high`` never included), an integer when ``integer``, or None when ``allow_none``.
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
 
-from effv2birds.errors import ConfigError
+from effv2birds.errors import ConfigError, check_number
 
 if TYPE_CHECKING:
     from effv2birds.config import TrainConfig
@@ -87,9 +87,7 @@ class Preprocessing:
             raise ConfigError(f"input_size={size!r} is not valid: a positive integer (pixels)")
         if self.resize not in RESIZE_POLICIES:
             raise ConfigError(f"resize={self.resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
-        photo = self.photo_size
-        if photo is not None and (isinstance(photo, bool) or not isinstance(photo, int) or photo < 1):
-            raise ConfigError(f"photo_size={photo!r} is not valid: a positive integer (pixels) or None")
+        check_number("photo_size", self.photo_size, low=1, low_ok=True, integer=True, allow_none=True)
         if not isinstance(self.normalize, bool):
             raise ConfigError(f"normalize={self.normalize!r} is not valid: True or False")
         mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)

@@ -16,14 +16,12 @@ from effv2birds.data import cache_split, decode_resize, load_image_dataset
 from effv2birds.data.dedup import read_train_hashes
 from effv2birds.errors import ConfigError, Effv2birdsError
 
-from conftest import colour_photo
-
 pytestmark = pytest.mark.filterwarnings("ignore:model input of 32 px:UserWarning")
 
 
 @pytest.mark.parametrize("resize", ["resize", "resize_crop"])
-def test_same_pixels_as_saving_the_small_photo_and_upsampling_it(resize):
-    photo = colour_photo((200, 60, 40), seed=3, size=90).crop((0, 0, 90, 70))  # not square
+def test_same_pixels_as_saving_the_small_photo_and_upsampling_it(resize, colour_photos):
+    photo = PIL.Image.open(colour_photos / "train" / "Red-Bird" / "0.jpg").crop((0, 0, 48, 36))  # not square
     buf = io.BytesIO()
     photo.save(buf, "JPEG", quality=90)
     small = decode_resize(buf.getvalue(), 32, resize)
@@ -46,7 +44,7 @@ def test_cache_entries_are_keyed_by_photo_size(tmp_path):
     assert json.loads((small.path / "effv2birds_cache.json").read_text())["photo_size"] == 8
     again = cache_split(train, 16, cache_dir=tmp_path, photo_size=8)  # reused, not rebuilt
     assert again.path == small.path and again.photo_size == 8
-    with pytest.raises(Effv2birdsError, match="photo_size=0 must be a positive integer"):
+    with pytest.raises(Effv2birdsError, match="photo_size=0 is not valid: an integer >= 1 or None"):
         cache_split(train, 16, cache_dir=tmp_path, photo_size=0)
 
 
@@ -79,10 +77,13 @@ def test_a_run_trains_predicts_and_evaluates_the_small_photos(colour_photos, tmp
     photo = colour_photos / "test" / "Red-Bird" / "0.jpg"
     got = predictor.load_image(photo)
     assert np.array_equal(got.numpy(), decode_resize(photo, 32, photo_size=8))
-    # evaluate caches the photos the same way, so its figures are the run's own test figures
+    # evaluate caches the photos the same way (no cache entry without "from8px"), so its figures are the
+    # run's own test figures
     result = evaluate_run(run, colour_photos, split="test", cache_dir=tmp_path / "cache", cpu=True)
     metrics = json.loads((run / "metrics.json").read_text())
     assert result["top1"] == pytest.approx(metrics["test"]["top1"])
+    entries = [p.parent.name for p in (tmp_path / "cache").glob("*/effv2birds_cache.json")]
+    assert entries and all("-from8px-" in name for name in entries), entries
     # the leak check hashes the photos as the run's training hashes were made (from the 8 px photos)
     assert result["leak_check"]["status"] == "done"
     assert read_train_hashes(run)[2]["photo_size"] == 8

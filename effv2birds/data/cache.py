@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from effv2birds.errors import check_number
+
 from . import decode as _decode
 from .names import DataError
 
@@ -213,8 +215,7 @@ def cache_split(
         raise DataError(f"image_size={image_size!r} must be a positive integer (pixels)")
     if resize not in _decode.RESIZE_POLICIES:
         raise DataError(f"resize={resize!r} is not valid; choose one of {', '.join(_decode.RESIZE_POLICIES)}")
-    if photo_size is not None and (isinstance(photo_size, bool) or not isinstance(photo_size, int) or photo_size < 1):
-        raise DataError(f"photo_size={photo_size!r} must be a positive integer (pixels) or None")
+    check_number("photo_size", photo_size, low=1, low_ok=True, integer=True, allow_none=True, error=DataError)
     for col in ("image", "label"):
         if col not in split.column_names:
             raise DataError(f"the split has no {col!r} column (columns: {split.column_names}); "

@@ -93,10 +93,10 @@ def _photo_sizes(recipe: str, size: int) -> dict[str, int]:
     """The study's photos of ``size`` px at the recipe's network input (:data:`INPUT_SIZES`).
 
     >>> _photo_sizes("ours", 32), _photo_sizes("ours", 128)
-    ({'photo_size': 32, 'image_size': 64}, {'photo_size': None, 'image_size': 128})
+    ({'photo_size': 32, 'image_size': 64}, {'image_size': 128})
     """
     input_size = INPUT_SIZES.get(recipe, {}).get(size, size)
-    return {"photo_size": None if input_size == size else size, "image_size": input_size}
+    return {"image_size": size} if input_size == size else {"photo_size": size, "image_size": input_size}
 
 
 def plan_runs(

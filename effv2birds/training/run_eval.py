@@ -197,10 +197,10 @@ def _eval_hashes(meta: dict[str, Any], images: torch.Tensor, raw: list[Any], pre
 
     if meta.get("pixels") != "cache":
         return hash_images(raw)
-    made = (meta.get("image_size"), meta.get("resize"), meta.get("photo_size"))
-    if made == (pre.input_size, pre.resize, pre.photo_size):
+    size, resize, photo_size = meta.get("image_size"), meta.get("resize"), meta.get("photo_size")
+    if (size, resize, photo_size) == (pre.input_size, pre.resize, pre.photo_size):
         return hash_images(images)
-    return hash_images(decode_resize(v, int(made[0]), made[1], made[2]) for v in raw)
+    return hash_images(decode_resize(v, int(size), resize, photo_size) for v in raw)
 
 
 def _leak_check(run_dir: Path, probs: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, raw: list[Any],
