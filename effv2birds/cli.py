@@ -137,7 +137,9 @@ def _add_evaluate(sub: Any) -> None:
                         description="Top-1/top-5/macro-F1, per-class report, confusion matrix, top losses and a "
                                     "leak check against the training photos, written to RUN_DIR/eval/NAME/.")
     ev.add_argument("run_dir", help="output_dir of a finished `effv2birds train`")
-    ev.add_argument("data", help="labelled photos: class folders, a saved DatasetDict folder or a hub data set id")
+    ev.add_argument("data", nargs="?", default=None,
+                    help="labelled photos: class folders, a saved DatasetDict folder or a hub data set id "
+                         "(default: the run's own data, split as in training, so --split validation works)")
     ev.add_argument("--split", choices=("train", "validation", "test", "all"), default=None,
                     help="default: test if the data has one, else all photos")
     ev.add_argument("--name", help="folder under RUN_DIR/eval (default: from the data path and split)")

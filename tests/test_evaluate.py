@@ -172,6 +172,26 @@ def test_cli_evaluate_prints_the_summary(tiny_run, colour_photos, tmp_path, caps
     assert "no 'validation' photos" in capsys.readouterr().err
 
 
+def test_the_runs_own_validation_split_gives_the_runs_best_val_top1(tiny_run, tmp_path, capsys):
+    # no data: the run's own photos, split as training split them (validation carved with its seed)
+    result = evaluate_run(tiny_run, split="validation", leak_check=False, cache_dir=tmp_path / "cache")
+    best = json.loads((tiny_run / "metrics.json").read_text())["best_val_top1"]
+    assert result["split"] == "validation" and result["num_samples"] == 8
+    assert result["top1"] == pytest.approx(best) and "run's own data" in result["data"]
+    assert Path(result["out_dir"]).name.endswith("-validation")
+    cli_tta = ["evaluate", str(tiny_run), "--split", "validation", "--tta", "flip", "--name", "own-flip",
+               "--no-leak-check", "--cpu", "--cache-dir", str(tmp_path / "cache")]
+    assert main(cli_tta) == 0 and "(tta: flip)" in capsys.readouterr().out
+    default = evaluate_run(tiny_run, name="own-test", cache_dir=tmp_path / "cache")  # the run's test split
+    assert default["split"] == "test" and default["num_samples"] == 12
+    assert default["leak_check"]["near_duplicates"] == 0
+    copy = tmp_path / "no-config"
+    shutil.copytree(tiny_run, copy)
+    (copy / "config.json").unlink()
+    with pytest.raises(DataError, match="config.json does not exist.*name the photos"):
+        evaluate_run(copy, split="validation")
+
+
 def test_real_photo_subset_with_a_kaggle_spelling(tmp_path, shared_data):
     """A run trained on Birds_25 folder names, evaluated on a few real test photos of two of its classes,
     one folder spelt as in the original Kaggle data."""

@@ -119,6 +119,11 @@ def test_optimizers_schedules_precisions_accumulation(tmp_path, cache_dir, chang
     assert set(init.model.state_dict()) == set(first)
     lrs = [s["lr"] for s in _lines(result.run_dir, "step")]
     assert all(lr > 0 for lr in lrs[:-1])  # the last one may be 0: cosine reaches 0 at the very last step
+    if cfg.ema_decay is not None:  # averaged weights, but the model's own BatchNorm statistics (not averaged)
+        raw, _ = read_weights(sorted((Path(result.run_dir) / "checkpoints").glob("step-*"))[-1] / "model.safetensors")
+        buffers = {n for n, _ in init.model.named_buffers()}
+        assert buffers and all(torch.equal(first[k], raw[k]) for k in buffers)
+        assert any(not torch.equal(first[k], raw[k]) for k in set(first) - buffers)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])  # skipped on the host / on the device (fused)

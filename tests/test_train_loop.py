@@ -133,3 +133,18 @@ def test_reset_accelerator_state_lets_each_run_choose_its_own_accumulation(grad_
     reset_accelerator_state()
     assert Accelerator(cpu=True, gradient_accumulation_steps=grad_accum).gradient_accumulation_steps == grad_accum
     reset_accelerator_state()
+
+
+def test_a_launch_accelerate_does_not_join_is_refused_by_train_and_evaluate(monkeypatch, tmp_path):
+    # e.g. `torchrun --nproc_per_node 2` without GPUs and without --cpu: each process would run alone
+    from effv2birds.config import ConfigError
+    from effv2birds.training import evaluate_run
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    if torch.cuda.is_available():
+        pytest.skip("with GPUs accelerate joins the processes itself")
+    cfg = TrainConfig(synthetic_size=16, max_samples=16, image_size=16, epochs=1, progress_bar=False,
+                      log_with="none", cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "run"))
+    for call in (lambda: train(cfg), lambda: evaluate_run(tmp_path / "no-run", tmp_path)):
+        with pytest.raises(ConfigError, match="2 processes were launched but accelerate runs 1.*--cpu"):
+            call()

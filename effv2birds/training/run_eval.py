@@ -62,16 +62,11 @@ def eval_name(data: Any, split: str) -> str:
 def _accelerator(cpu: bool):
     from accelerate import Accelerator
 
-    from effv2birds.training.setup import reset_accelerator_state
+    from effv2birds.training.setup import check_launched_processes, reset_accelerator_state
 
     reset_accelerator_state()  # as train() does: an earlier run in this process must not leak its settings
     accelerator = Accelerator(cpu=cpu, mixed_precision="no")  # fp32, as Predictor: the same top-1
-    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if launched != accelerator.num_processes:  # e.g. torchrun without GPUs and without --cpu
-        from effv2birds.config import ConfigError
-
-        raise ConfigError(f"{launched} processes were launched but accelerate runs {accelerator.num_processes}; "
-                          "without GPUs pass --cpu (cpu=True) for a gloo process group")
+    check_launched_processes(accelerator)
     return accelerator
 
 
@@ -122,16 +117,34 @@ def _photo_names(raw: list[Any]) -> list[str]:
     return [str(v.get("path") or f"row {i}") if isinstance(v, dict) else f"row {i}" for i, v in enumerate(raw)]
 
 
-def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any, *, ignore_unknown: bool,
-                 image_column: str | None, label_column: str | None, cache_dir: Any):
-    """``(skipped files, split, cached photos, their raw image values, their run labels, left-out classes)``."""
+def _run_config(run_dir: Path) -> Any:
+    """The run's ``TrainConfig`` (its ``config.json``): where its own photos are and how it split them."""
+    from effv2birds.config import TrainConfig
+
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise DataError(f"{config_file} does not exist, so the run's own data is unknown; "
+                        "name the photos to evaluate (effv2birds evaluate RUN_DIR DATA)")
+    return TrainConfig.from_file(config_file)
+
+
+def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any, *, run_config: Any,
+                 ignore_unknown: bool, image_column: str | None, label_column: str | None, cache_dir: Any):
+    """``(skipped files, split, cached photos, their raw image values, their run labels, left-out classes)``.
+
+    ``data=None``: the photos ``run_config`` names, split as the run split them (so its validation split too)."""
     from effv2birds.data import cache_split, load_image_dataset, skipped_files
     from effv2birds.data.decode import raw_images
+    from effv2birds.training.setup import load_config_dataset
 
     pre = predictor.preprocessing
     with accelerator.main_process_first():  # the first process checks and caches the photos, the others reuse that
-        ds, data_report = load_image_dataset(data, image_column=image_column, label_column=label_column,
-                                             val_fraction=0.0, test_fraction=0.0, cache_dir=cache_dir, with_report=True)
+        if data is None:
+            ds, data_report = load_config_dataset(run_config, cache_dir=cache_dir)
+        else:
+            ds, data_report = load_image_dataset(data, image_column=image_column, label_column=label_column,
+                                                 val_fraction=0.0, test_fraction=0.0, cache_dir=cache_dir,
+                                                 with_report=True)
         chosen, split = _select_split(ds, split)
         chosen, run_labels, ignored = _map_labels(chosen, predictor.class_names, ignore_unknown)
         cached = cache_split(chosen, pre.input_size, resize=pre.resize, cache_dir=cache_dir, photo_size=pre.photo_size)
@@ -172,7 +185,6 @@ def _scores(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -
 def _train_hashes(run_dir: Path, pre: Preprocessing, cache_dir: Any) -> tuple[np.ndarray, dict[str, Any], str]:
     """The run's training-photo hashes: its ``train_hashes.npz``, else computed (and saved) from the
     training data that ``config.json`` names, at the evaluation size."""
-    from effv2birds.config import TrainConfig
     from effv2birds.data import cache_split
     from effv2birds.data.dedup import read_train_hashes, write_train_hashes
     from effv2birds.training.setup import load_config_dataset
@@ -180,7 +192,7 @@ def _train_hashes(run_dir: Path, pre: Preprocessing, cache_dir: Any) -> tuple[np
     found = read_train_hashes(run_dir)
     if found is not None:
         return found[0], found[2], f"{TRAIN_HASHES_FILE} of the run"
-    cfg = TrainConfig.from_file(run_dir / "config.json")
+    cfg = _run_config(run_dir)
     ds, _ = load_config_dataset(cfg, cache_dir=cache_dir)  # the photos the run trained on
     cached = cache_split(ds["train"], pre.input_size, resize=pre.resize, cache_dir=cache_dir or cfg.cache_dir,
                          photo_size=pre.photo_size)
@@ -262,14 +274,16 @@ def _write_outputs(out_dir: Path, result: dict[str, Any], rows: list[dict[str, A
     write_json(out_dir / "metrics.json", result)
 
 
-def evaluate_run(run_dir: str | os.PathLike, data: Any, *, split: str | None = None, name: str | None = None,
+def evaluate_run(run_dir: str | os.PathLike, data: Any = None, *, split: str | None = None, name: str | None = None,
                  which: str = "best", tta: str | None = None, ignore_unknown_classes: bool = False,
                  batch_size: int = 64, leak_check: bool = True, max_distance: int = NEAR_DUPLICATE_DISTANCE,
                  image_column: str | None = None, label_column: str | None = None, cache_dir: Any = None,
                  top_losses: int = 16, cpu: bool = False) -> dict[str, Any]:
     """Evaluate a finished run on ``data`` (a folder, a saved ``DatasetDict``, a hub id or a data set).
 
-    ``split``: ``train``/``validation``/``test``/``all`` (default: ``test`` if the data has one, else all
+    ``data=None`` evaluates the run's own data (``config.json``'s), split exactly as training split it,
+    so ``split="validation"`` scores the photos the run was chosen on (e.g. to choose ``tta`` there,
+    never on the test split). ``split``: ``train``/``validation``/``test``/``all`` (default: ``test`` if the data has one, else all
     photos). Classes are matched to the run's by name; a class the run does not know is an error unless
     ``ignore_unknown_classes``. ``tta="flip"`` averages each photo with its mirror image. With
     ``leak_check``, photos within ``max_distance`` bits (dHash, any flip/rotation) of a training
@@ -279,6 +293,8 @@ def evaluate_run(run_dir: str | os.PathLike, data: Any, *, split: str | None = N
     ``metrics.json`` holds plus ``out_dir``. Under ``accelerate launch`` every process returns it.
 
     >>> evaluate_run("runs/birds32", "~/new-photos", ignore_unknown_classes=True)["top1"]  # doctest: +SKIP
+    0.52
+    >>> evaluate_run("runs/birds32", split="validation", tta="flip")["top1"]             # doctest: +SKIP
     0.52
     """
     from effv2birds.training.inference import check_tta, load_trained
@@ -290,8 +306,9 @@ def evaluate_run(run_dir: str | os.PathLike, data: Any, *, split: str | None = N
     run_dir = Path(run_dir).expanduser()
     accelerator = _accelerator(cpu)
     predictor = load_trained(run_dir, which=which, device=accelerator.device)
+    run_config = _run_config(run_dir) if data is None else None
     skipped, split, cached, raw, labels, ignored = _load_photos(
-        data, split, predictor, accelerator, ignore_unknown=ignore_unknown_classes, image_column=image_column,
+        data, split, predictor, accelerator, run_config=run_config, ignore_unknown=ignore_unknown_classes, image_column=image_column,
         label_column=label_column, cache_dir=cache_dir)
     probs, labels = _predict_all(predictor, cached.images, labels, accelerator, batch_size, tta)
     scores = _scores(probs, labels, predictor.class_names)
@@ -301,11 +318,11 @@ def evaluate_run(run_dir: str | os.PathLike, data: Any, *, split: str | None = N
             leaks, distances = _leak_check(run_dir, probs, labels, cached.images, raw, predictor.class_names,
                                            predictor.preprocessing, max_distance=max_distance, cache_dir=cache_dir)
     rows = _photo_rows(_photo_names(raw), probs, labels, predictor.class_names, distances)
-    name = name or eval_name(data, split)
+    name = name or eval_name(data if run_config is None else run_config.data, split)
     out_dir = run_dir / "eval" / name
     result = {
         "name": name, "run_dir": str(run_dir), "weights": which, "split": split, "tta": tta,
-        "data": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__,
+        "data": _data_label(data, run_config),
         "image_size": cached.image_size, **{k: scores[k] for k in ("num_samples", "top1", "top5", "macro_f1", "loss")},
         "classes_evaluated": sorted({r["true"] for r in rows}), "ignored_classes": ignored, "skipped_files": skipped,
         "leak_check": leaks, "per_class_accuracy": scores["per_class_accuracy"],
@@ -316,6 +333,12 @@ def evaluate_run(run_dir: str | os.PathLike, data: Any, *, split: str | None = N
         _write_outputs(out_dir, result, rows, raw, top_losses)
     accelerator.wait_for_everyone()
     return {**result, "out_dir": str(out_dir)}
+
+
+def _data_label(data: Any, run_config: Any) -> str:
+    if run_config is not None:
+        return f"the run's own data ({run_config.data or 'synthetic'}), split as in training"
+    return str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__
 
 
 def format_summary(result: dict[str, Any]) -> str:

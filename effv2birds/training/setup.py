@@ -19,7 +19,8 @@ import torch
 from effv2birds.config import ConfigError, TrainConfig
 from effv2birds.training.checkpoint import list_checkpoints, resolve_resume
 
-__all__ = ["RESUMABLE_CHANGES", "TRACKER_PACKAGES", "check_before_data", "check_model", "check_output_dir",
+__all__ = ["RESUMABLE_CHANGES", "TRACKER_PACKAGES", "check_before_data", "check_launched_processes", "check_model",
+           "check_output_dir",
            "check_run_dir", "data_device", "default_channels_last", "finish_trackers", "freeze_backbone",
            "load_config_dataset", "load_data",
            "reset_accelerator_state", "resolve_mixed_precision", "set_train_mode", "tracker_init", "tracker_name"]
@@ -159,6 +160,23 @@ def check_before_data(config: TrainConfig, run_dir: Path) -> tuple[str | None, P
     if config.resume is not None:
         resume_from = resolve_resume(config.resume, run_dir)  # a named checkpoint that does not exist fails here
     return tracker, resume_from
+
+
+def check_launched_processes(accelerator: Any) -> None:
+    """Refuse a launch whose processes accelerate does not join into one group.
+
+    e.g. ``torchrun --nproc_per_node 2`` on a machine without GPUs and without ``--cpu``: each process
+    would run alone, N independent runs writing into one output directory or counting photos N times.
+
+    >>> from accelerate import Accelerator
+    >>> check_launched_processes(Accelerator(cpu=True))  # one process, as launched: nothing to say
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched != accelerator.num_processes:
+        raise ConfigError(
+            f"{launched} processes were launched but accelerate runs {accelerator.num_processes} "
+            f"({accelerator.distributed_type}); without GPUs pass --cpu (cpu=True) for a gloo process group"
+        )
 
 
 def reset_accelerator_state() -> None:

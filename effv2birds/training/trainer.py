@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -40,9 +39,10 @@ from effv2birds.training.nonfinite import NonFiniteGuard, NonFiniteLossError
 from effv2birds.training.optim import LRSchedule, build_optimizer, build_schedule
 from effv2birds.training.records import (MetricsLog, environment_info, read_weights, save_weights, write_json,
                                          write_model_card)
-from effv2birds.training.setup import (check_before_data, check_run_dir, data_device, default_channels_last,
-                                       finish_trackers, freeze_backbone, load_data, reset_accelerator_state,
-                                       resolve_mixed_precision, set_train_mode, tracker_init)
+from effv2birds.training.setup import (check_before_data, check_launched_processes, check_run_dir, data_device,
+                                       default_channels_last, finish_trackers, freeze_backbone, load_data,
+                                       reset_accelerator_state, resolve_mixed_precision, set_train_mode,
+                                       tracker_init)
 
 __all__ = ["train", "train_one_epoch", "evaluate", "TrainingRun", "TrainResult", "NonFiniteLossError",
            "should_stop_early"]
@@ -274,14 +274,7 @@ def _make_accelerator(config: TrainConfig, run_dir: Path, tracker: str | None) -
     except ValueError as exc:  # e.g. fp16 without a GPU
         raise ConfigError(f"the devices cannot run this config (mixed_precision={precision!r}, "
                           f"cpu={config.cpu}): {exc}") from exc
-    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if launched != accelerator.num_processes:
-        # e.g. torchrun on a machine without GPUs and without --cpu: N independent runs would
-        # write into the same output_dir
-        raise ConfigError(
-            f"{launched} processes were launched but accelerate runs {accelerator.num_processes} "
-            f"({accelerator.distributed_type}); without GPUs pass cpu=True (--cpu) for a gloo process group"
-        )
+    check_launched_processes(accelerator)
     # every process shuffles with data_seed (same order, different shards) but augments with its own seed
     set_seed(config.seed, device_specific=True)
     if accelerator.is_main_process:
@@ -330,8 +323,11 @@ def _prepare(config: TrainConfig, accelerator: Any, precision: str, run_dir: Pat
     if config.ema_decay is not None:
         from timm.utils import ModelEmaV3
 
-        # the EMA copy is a plain module (no DDP, no torch.compile wrapper)
-        ema = ModelEmaV3(accelerator.unwrap_model(model, keep_torch_compile=False), decay=config.ema_decay)
+        # The EMA copy is a plain module (no DDP, no torch.compile wrapper). Its BatchNorm statistics are
+        # the model's own, copied, not averaged: averaged statistics lag the fast-changing activations of a
+        # short run and made 5 epochs at decay 0.99 predict one class (4 % on birds25-mini; 19.6 % with copies).
+        ema = ModelEmaV3(accelerator.unwrap_model(model, keep_torch_compile=False), decay=config.ema_decay,
+                         exclude_buffers=True)
     device = accelerator.device
     guard = NonFiniteGuard(optimizer, precision, max_streak=config.max_nonfinite_steps, device=device,
                            dtype=_sums_dtype(device))
