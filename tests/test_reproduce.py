@@ -210,6 +210,24 @@ def test_a_run_with_the_config_of_a_finished_one_reuses_its_results(tmp_path):
     assert run_status(twin.run_dir) == "finished"
 
 
+def test_a_finished_run_with_another_config_is_refused_not_reused(tmp_path, monkeypatch):
+    import effv2birds.training
+    from effv2birds.study import run_planned
+
+    monkeypatch.setattr(effv2birds.training, "train", lambda config: pytest.fail(f"trained {config.output_dir}"))
+    runs = plan_runs("hparams", preset="quick", output_dir=tmp_path)
+    old = runs[0]
+    old.run_dir.mkdir(parents=True)  # a finished run of an earlier recipe: 2 more epochs than the plan's
+    (old.run_dir / "config.json").write_text(json.dumps(old.config.replace(epochs=old.config.epochs + 2).to_dict()))
+    (old.run_dir / "metrics.json").write_text(json.dumps({"status": "finished", "best_val_top1": 0.3}))
+    before = {p: p.read_bytes() for p in old.run_dir.iterdir()}
+    logs = []
+    with pytest.raises(ConfigError, match=r"1 finished run.*hparams/baseline \(epochs: 5 there, 3 now\).*Move"):
+        run_planned(runs, log=logs.append)
+    assert logs == [] and {p: p.read_bytes() for p in old.run_dir.iterdir()} == before  # nothing trained or lost
+    assert not any(r.run_dir.exists() for r in runs[1:])
+
+
 def test_runs_train_two_at_a_time_with_the_same_results(report, tmp_path):
     """--jobs 2 (the default on a 2-core CPU) trains each distinct config once, in worker processes,
     and gives the numbers of --jobs 1 (both one thread per run here)."""

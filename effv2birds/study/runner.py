@@ -12,14 +12,15 @@ from effv2birds.study.experiments import PlannedRun, run_status
 from effv2birds.study.report import RUN_INFO
 from effv2birds.training.records import write_json
 
-__all__ = ["auto_jobs", "load_skipped", "run_planned", "save_skipped"]
+__all__ = ["auto_jobs", "check_finished_runs_match", "load_skipped", "run_planned", "save_skipped"]
 
 
 def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print, jobs: int = 1) -> dict[str, str]:
     """Train every run that has not finished; return ``{run name: reason}`` for skipped runs.
 
-    A run whose ``metrics.json`` says ``finished`` is not trained again; one with checkpoints is
-    resumed from its latest. A run whose config equals a finished run's in the same output folder
+    A run whose ``metrics.json`` says ``finished`` is not trained again (if its ``config.json`` trains
+    something else than planned, nothing starts: :func:`check_finished_runs_match`); one with checkpoints
+    is resumed from its latest. A run whose config equals a finished run's in the same output folder
     (``hparams/baseline`` and ``ablation/default`` are the same training) gets that run's records
     instead of training again, with a note naming it. Runs that need pretrained weights are skipped (with the loader's
     message, which says where to put the file) when none can be found offline, and so is their
@@ -35,6 +36,7 @@ def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print, j
     from effv2birds.models import WeightsNotFoundError
     from effv2birds.training import train
 
+    check_finished_runs_match(runs)  # before any training: a stale run is found in seconds, not hours
     if jobs > 1:
         _train_in_parallel(runs, jobs, log)
     skipped: dict[str, str] = {}
@@ -93,7 +95,7 @@ def _parallel_share(runs: list[PlannedRun]) -> list[PlannedRun]:
     for run in runs:
         if run.needs_weights or run.baseline_of_weights or run_status(run.run_dir) == "finished":
             continue
-        key = _training_key(json.loads(json.dumps(run.config.to_dict())))
+        key = json.dumps(_planned_values(run), sort_keys=True)
         if key not in chosen and finished_twin(run) is None:
             chosen[key] = run
 
@@ -148,8 +150,44 @@ def _train_in_parallel(runs: list[PlannedRun], jobs: int, log: Callable[[str], N
 _RECORDS = ("config.json", "config.toml", "metrics.json", "metrics.jsonl", "environment.json", "data_report.json")
 
 
-def _training_key(config: dict) -> str:
-    return json.dumps({k: v for k, v in config.items() if k not in ("output_dir", "resume")}, sort_keys=True)
+_NOT_TRAINING = ("output_dir", "resume")  # where a run is written and how it was started, not what it trains
+
+
+def _training_values(config_file: Path) -> dict:
+    """A saved config as the values that decide what is trained (fields added since take their defaults)."""
+    from effv2birds.config import TrainConfig
+
+    values = TrainConfig.from_file(config_file).to_dict()
+    return {k: v for k, v in json.loads(json.dumps(values)).items() if k not in _NOT_TRAINING}
+
+
+def _planned_values(run: PlannedRun) -> dict:
+    return {k: v for k, v in json.loads(json.dumps(run.config.to_dict())).items() if k not in _NOT_TRAINING}
+
+
+def check_finished_runs_match(runs: list[PlannedRun]) -> None:
+    """Refuse to reuse a finished run whose ``config.json`` trains something else than the plan says.
+
+    The study reuses finished runs, so without this a changed recipe (a new preset, other ``--set``
+    values) would silently report the old runs' results. Nothing is moved or deleted: the message names
+    each such folder and what differs.
+    """
+    from effv2birds.config import ConfigError
+
+    stale = []
+    for run in runs:
+        if run_status(run.run_dir) != "finished" or not (run.run_dir / "config.json").is_file():
+            continue
+        old, new = _training_values(run.run_dir / "config.json"), _planned_values(run)
+        diff = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)]
+        if diff:
+            stale.append(f"{run.run_dir} ({'; '.join(diff)})")
+    if stale:
+        raise ConfigError(
+            f"{len(stale)} finished run(s) in the output folder were trained with another config, and the study "
+            "would report their old results: " + " | ".join(stale) + ". Move those folders away (or delete them) "
+            "to train them again with the new config, or write the study to another --output folder")
 
 
 def write_run_info(run: PlannedRun, note: str | None = None) -> None:
@@ -161,11 +199,11 @@ def write_run_info(run: PlannedRun, note: str | None = None) -> None:
 def finished_twin(run: PlannedRun) -> Path | None:
     """A finished run in the same output folder (``OUTPUT/<experiment>/<run>``) whose config trains
     exactly what ``run`` would (everything but ``output_dir`` equal), or ``None``."""
-    key = _training_key(json.loads(json.dumps(run.config.to_dict())))
+    planned = _planned_values(run)
     for cfg_path in sorted(run.run_dir.parent.parent.glob("*/*/config.json")):
         other = cfg_path.parent
         if other.resolve() != run.run_dir.resolve() and run_status(other) == "finished" \
-                and _training_key(json.loads(cfg_path.read_text())) == key:
+                and _training_values(cfg_path) == planned:
             return other
     return None
 
