@@ -283,8 +283,8 @@ def evaluate_run(run_dir: str | os.PathLike, data: Any = None, *, split: str | N
 
     ``data=None`` evaluates the run's own data (``config.json``'s), split exactly as training split it,
     so ``split="validation"`` scores the photos the run was chosen on (e.g. to choose ``tta`` there,
-    never on the test split). ``split``: ``train``/``validation``/``test``/``all`` (default: ``test`` if the data has one, else all
-    photos). Classes are matched to the run's by name; a class the run does not know is an error unless
+    never on the test split). ``split``: ``train``/``validation``/``test``/``all`` (default: ``test``
+    if the data has one, else all photos). Classes are matched to the run's by name; a class the run does not know is an error unless
     ``ignore_unknown_classes``. ``tta="flip"`` averages each photo with its mirror image. With
     ``leak_check``, photos within ``max_distance`` bits (dHash, any flip/rotation) of a training
     photo are counted and the scores are also given without them. Writes ``RUN_DIR/eval/<name>/``
@@ -308,8 +308,8 @@ def evaluate_run(run_dir: str | os.PathLike, data: Any = None, *, split: str | N
     predictor = load_trained(run_dir, which=which, device=accelerator.device)
     run_config = _run_config(run_dir) if data is None else None
     skipped, split, cached, raw, labels, ignored = _load_photos(
-        data, split, predictor, accelerator, run_config=run_config, ignore_unknown=ignore_unknown_classes, image_column=image_column,
-        label_column=label_column, cache_dir=cache_dir)
+        data, split, predictor, accelerator, run_config=run_config, ignore_unknown=ignore_unknown_classes,
+        image_column=image_column, label_column=label_column, cache_dir=cache_dir)
     probs, labels = _predict_all(predictor, cached.images, labels, accelerator, batch_size, tta)
     scores = _scores(probs, labels, predictor.class_names)
     leaks, distances = ({"status": "off"}, None)
