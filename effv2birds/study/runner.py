@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from effv2birds.atomic import atomic_write_bytes
 from effv2birds.study.experiments import PlannedRun, run_status
@@ -95,7 +95,7 @@ def _parallel_share(runs: list[PlannedRun]) -> list[PlannedRun]:
     for run in runs:
         if run.needs_weights or run.baseline_of_weights or run_status(run.run_dir) == "finished":
             continue
-        key = json.dumps(_planned_values(run), sort_keys=True)
+        key = json.dumps(_trained_values(run.config), sort_keys=True)
         if key not in chosen and finished_twin(run) is None:
             chosen[key] = run
 
@@ -153,16 +153,16 @@ _RECORDS = ("config.json", "config.toml", "metrics.json", "metrics.jsonl", "envi
 _NOT_TRAINING = ("output_dir", "resume")  # where a run is written and how it was started, not what it trains
 
 
-def _training_values(config_file: Path) -> dict:
-    """A saved config as the values that decide what is trained (fields added since take their defaults)."""
+def _trained_values(config: Any) -> dict:
+    """The values of a ``TrainConfig`` that decide what is trained, as JSON would hold them."""
+    return {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in _NOT_TRAINING}
+
+
+def _saved_values(config_file: Path) -> dict:
+    """:func:`_trained_values` of a saved ``config.json`` (fields added since take their defaults)."""
     from effv2birds.config import TrainConfig
 
-    values = TrainConfig.from_file(config_file).to_dict()
-    return {k: v for k, v in json.loads(json.dumps(values)).items() if k not in _NOT_TRAINING}
-
-
-def _planned_values(run: PlannedRun) -> dict:
-    return {k: v for k, v in json.loads(json.dumps(run.config.to_dict())).items() if k not in _NOT_TRAINING}
+    return _trained_values(TrainConfig.from_file(config_file))
 
 
 def check_finished_runs_match(runs: list[PlannedRun]) -> None:
@@ -178,7 +178,7 @@ def check_finished_runs_match(runs: list[PlannedRun]) -> None:
     for run in runs:
         if run_status(run.run_dir) != "finished" or not (run.run_dir / "config.json").is_file():
             continue
-        old, new = _training_values(run.run_dir / "config.json"), _planned_values(run)
+        old, new = _saved_values(run.run_dir / "config.json"), _trained_values(run.config)
         diff = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
                 if old.get(k) != new.get(k)]
         if diff:
@@ -199,11 +199,11 @@ def write_run_info(run: PlannedRun, note: str | None = None) -> None:
 def finished_twin(run: PlannedRun) -> Path | None:
     """A finished run in the same output folder (``OUTPUT/<experiment>/<run>``) whose config trains
     exactly what ``run`` would (everything but ``output_dir`` equal), or ``None``."""
-    planned = _planned_values(run)
+    planned = _trained_values(run.config)
     for cfg_path in sorted(run.run_dir.parent.parent.glob("*/*/config.json")):
         other = cfg_path.parent
         if other.resolve() != run.run_dir.resolve() and run_status(other) == "finished" \
-                and _training_values(cfg_path) == planned:
+                and _saved_values(cfg_path) == planned:
             return other
     return None
 
