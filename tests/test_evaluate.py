@@ -190,6 +190,13 @@ def test_the_runs_own_validation_split_gives_the_runs_best_val_top1(tiny_run, tm
     (copy / "config.json").unlink()
     with pytest.raises(DataError, match="config.json does not exist.*name the photos"):
         evaluate_run(copy, split="validation")
+    # a relative data path is relative to where training ran: from elsewhere, say so and how to go on
+    config = json.loads((tiny_run / "config.json").read_text())
+    moved = tmp_path / "relative"
+    shutil.copytree(tiny_run, moved)
+    (moved / "config.json").write_text(json.dumps({**config, "data": "../photos-from-elsewhere/train"}))
+    with pytest.raises(DataError, match="relative path '../photos-from-elsewhere/train'.*folder training ran in"):
+        evaluate_run(moved, split="validation", leak_check=False)
 
 
 def test_real_photo_subset_with_a_kaggle_spelling(tmp_path, shared_data):

@@ -202,7 +202,12 @@ def _scan_folder(root: Path):
 
 # --------------------------------------------------------------------------------------------
 # hub and datasets objects
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
+    """Whether ``data`` text names a folder rather than a hub id (``owner/name`` has one slash).
+
+    >>> looks_like_path("../shared/data/birds25-mini"), looks_like_path("owner/birds")
+    (True, False)
+    """
     return text.startswith((".", "/", "~")) or "\\" in text or text.count("/") >= 2 or os.path.isabs(text)
 
 
@@ -388,7 +393,7 @@ def _resolve_source(source: Any) -> tuple[str, Any]:
         return "disk", path
     if path.is_dir():
         return "folder", path
-    if path.exists() or _looks_like_path(str(source)):
+    if path.exists() or looks_like_path(str(source)):
         raise DataError(
             f"data folder {path} does not exist (or is not a folder); pass an existing folder of "
             "class sub-folders, a hub data set id, or 'synthetic'"

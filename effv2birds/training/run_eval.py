@@ -128,6 +128,19 @@ def _run_config(run_dir: Path) -> Any:
     return TrainConfig.from_file(config_file)
 
 
+def _check_own_data_path(run_config: Any) -> None:
+    """A relative ``data`` in ``config.json`` is relative to the folder training ran in, which may not be
+    this one: say so, rather than "does not exist" (nothing records that folder)."""
+    from effv2birds.data.sources import looks_like_path
+
+    data = run_config.data
+    if isinstance(data, str) and looks_like_path(data) and not os.path.isabs(os.path.expanduser(data)) \
+            and not Path(data).exists():
+        raise DataError(f"the run's config.json names its photos as the relative path {data!r}, which does not "
+                        f"exist from this folder ({os.getcwd()}); run evaluate from the folder training ran in, "
+                        f"or name the photos (effv2birds evaluate RUN_DIR DATA [--split ...])")
+
+
 def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any, *, run_config: Any,
                  ignore_unknown: bool, image_column: str | None, label_column: str | None, cache_dir: Any):
     """``(skipped files, split, cached photos, their raw image values, their run labels, left-out classes)``.
@@ -140,6 +153,7 @@ def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any,
     pre = predictor.preprocessing
     with accelerator.main_process_first():  # the first process checks and caches the photos, the others reuse that
         if data is None:
+            _check_own_data_path(run_config)
             ds, data_report = load_config_dataset(run_config, cache_dir=cache_dir)
         else:
             ds, data_report = load_image_dataset(data, image_column=image_column, label_column=label_column,
