@@ -172,7 +172,8 @@ def test_cli_evaluate_prints_the_summary(tiny_run, colour_photos, tmp_path, caps
     assert "no 'validation' photos" in capsys.readouterr().err
 
 
-def test_the_runs_own_validation_split_gives_the_runs_best_val_top1(tiny_run, tmp_path, capsys):
+def test_the_runs_own_validation_split_gives_the_runs_best_val_top1(tiny_run, colour_photos, tmp_path,
+                                                                       capsys):
     # no data: the run's own photos, split as training split them (validation carved with its seed)
     result = evaluate_run(tiny_run, split="validation", leak_check=False, cache_dir=tmp_path / "cache")
     best = json.loads((tiny_run / "metrics.json").read_text())["best_val_top1"]
@@ -197,6 +198,10 @@ def test_the_runs_own_validation_split_gives_the_runs_best_val_top1(tiny_run, tm
     (moved / "config.json").write_text(json.dumps({**config, "data": "../photos-from-elsewhere/train"}))
     with pytest.raises(DataError, match="relative path '../photos-from-elsewhere/train'.*folder training ran in"):
         evaluate_run(moved, split="validation", leak_check=False)
+    # without train_hashes.npz the leak check loads those training photos: skipped, and it says why
+    (moved / "train_hashes.npz").unlink()
+    leak = evaluate_run(moved, colour_photos, name="moved", cache_dir=tmp_path / "cache")["leak_check"]
+    assert leak["status"] == "skipped" and "folder training ran in" in leak["reason"]
 
 
 def test_real_photo_subset_with_a_kaggle_spelling(tmp_path, shared_data):

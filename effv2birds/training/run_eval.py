@@ -128,10 +128,13 @@ def _run_config(run_dir: Path) -> Any:
     return TrainConfig.from_file(config_file)
 
 
-def _check_own_data_path(run_config: Any) -> None:
-    """A relative ``data`` in ``config.json`` is relative to the folder training ran in, which may not be
-    this one: say so, rather than "does not exist" (nothing records that folder)."""
+def _load_own_data(run_config: Any, cache_dir: Any) -> tuple[Any, dict[str, Any]]:
+    """The photos ``config.json`` names, as training loaded them (for the run's own splits and the leak check).
+
+    A relative path there is relative to the folder training ran in, which nothing records and which may
+    not be this one: say so, rather than only "does not exist"."""
     from effv2birds.data.sources import looks_like_path
+    from effv2birds.training.setup import load_config_dataset
 
     data = run_config.data
     if isinstance(data, str) and looks_like_path(data) and not os.path.isabs(os.path.expanduser(data)) \
@@ -139,6 +142,7 @@ def _check_own_data_path(run_config: Any) -> None:
         raise DataError(f"the run's config.json names its photos as the relative path {data!r}, which does not "
                         f"exist from this folder ({os.getcwd()}); run evaluate from the folder training ran in, "
                         f"or name the photos (effv2birds evaluate RUN_DIR DATA [--split ...])")
+    return load_config_dataset(run_config, cache_dir=cache_dir)
 
 
 def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any, *, run_config: Any,
@@ -148,13 +152,11 @@ def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any,
     ``data=None``: the photos ``run_config`` names, split as the run split them (so its validation split too)."""
     from effv2birds.data import cache_split, load_image_dataset, skipped_files
     from effv2birds.data.decode import raw_images
-    from effv2birds.training.setup import load_config_dataset
 
     pre = predictor.preprocessing
     with accelerator.main_process_first():  # the first process checks and caches the photos, the others reuse that
         if data is None:
-            _check_own_data_path(run_config)
-            ds, data_report = load_config_dataset(run_config, cache_dir=cache_dir)
+            ds, data_report = _load_own_data(run_config, cache_dir)
         else:
             ds, data_report = load_image_dataset(data, image_column=image_column, label_column=label_column,
                                                  val_fraction=0.0, test_fraction=0.0, cache_dir=cache_dir,
@@ -201,13 +203,12 @@ def _train_hashes(run_dir: Path, pre: Preprocessing, cache_dir: Any) -> tuple[np
     training data that ``config.json`` names, at the evaluation size."""
     from effv2birds.data import cache_split
     from effv2birds.data.dedup import read_train_hashes, write_train_hashes
-    from effv2birds.training.setup import load_config_dataset
 
     found = read_train_hashes(run_dir)
     if found is not None:
         return found[0], found[2], f"{TRAIN_HASHES_FILE} of the run"
     cfg = _run_config(run_dir)
-    ds, _ = load_config_dataset(cfg, cache_dir=cache_dir)  # the photos the run trained on
+    ds, _ = _load_own_data(cfg, cache_dir)  # the photos the run trained on
     cached = cache_split(ds["train"], pre.input_size, resize=pre.resize, cache_dir=cache_dir or cfg.cache_dir,
                          photo_size=pre.photo_size)
     write_train_hashes(run_dir, cached)
