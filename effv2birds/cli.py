@@ -32,6 +32,8 @@ _HELP = {
     "data": "image folder, a saved DatasetDict folder, a hub data set id, or 'synthetic'",
     "batch_size": "images per process and micro-batch",
     "photo_size": "make every photo this size first (e.g. the study's 32), then resize it to --image-size",
+    "bn_momentum": "BatchNorm running-statistics momentum, PyTorch's convention (TensorFlow's decay 0.99 = 0.01); "
+                   "none: 0.1",
     "lr": "peak learning rate (per 256 images with --lr-scaling linear)",
     "resume": "'latest' or a checkpoint folder (RUN_DIR/checkpoints/step-...)",
     "output_dir": "run directory (weights, metrics, checkpoints, model card)",

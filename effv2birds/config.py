@@ -199,6 +199,7 @@ class TrainConfig:
     weights: str | None = None  # a local weights file; implies pretrained
     dropout: float | None = None  # classifier dropout; None: the model's default (0.2)
     stochastic_depth: float | None = None  # drop-path rate; None: the model's default (0.2)
+    bn_momentum: float | None = None  # BatchNorm running-stat momentum (PyTorch's; TF's 0.99 = 0.01); None: 0.1
     width_multiplier: float = 1.0
     depth_multiplier: float = 1.0
     freeze_backbone: bool = False  # linear probe: train only the classifier head
@@ -280,6 +281,7 @@ class TrainConfig:
         for name in ("dropout", "stochastic_depth"):
             if getattr(self, name) is not None:
                 _fraction(self, name)
+        check_number("TrainConfig.bn_momentum", self.bn_momentum, low=0.0, high=1.0, allow_none=True)
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise _bad(type(self), "ema_decay", self.ema_decay, "a number in (0, 1), e.g. 0.999, or None")
         if self.min_epochs > self.epochs:

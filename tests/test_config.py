@@ -23,6 +23,7 @@ from effv2birds.presets import INPUT_SIZES
         (dict(min_epochs=10, epochs=5), ["min_epochs", "epochs"]),
         (dict(freeze_backbone=True), ["freeze_backbone", "pretrained"]),
         (dict(ema_decay=1.0), ["ema_decay", "(0, 1)"]),
+        (dict(bn_momentum=0.0), ["bn_momentum", "0.0", "(0, 1)"]),
         (dict(lr=float("nan")), ["lr", "nan"]),
         (dict(batch_size=True), ["batch_size", "True"]),
     ],

@@ -160,6 +160,18 @@ def test_set_regularization_changes_a_built_model(backend):
 
 
 @pytest.mark.parametrize("backend", ["torchvision", "timm"])
+def test_bn_momentum_reaches_every_batchnorm_and_is_checked(backend):
+    def momenta(model):
+        return {m.momentum for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+    assert momenta(build_model(MODEL_ID[backend], num_classes=3, **TINY)) == {0.1}  # the backends' default
+    assert momenta(build_model(MODEL_ID[backend], num_classes=3, bn_momentum=0.01, **TINY)) == {0.01}
+    for bad in (0.0, 1.0, -0.1, float("nan")):  # 0 would freeze the statistics at mean 0, var 1
+        with pytest.raises(ModelConfigError, match="bn_momentum"):
+            build_model(MODEL_ID[backend], num_classes=3, bn_momentum=bad, **TINY)
+
+
+@pytest.mark.parametrize("backend", ["torchvision", "timm"])
 def test_get_classifier_is_the_trainable_head(backend):
     model = build_model(MODEL_ID[backend], num_classes=6, **TINY)
     head = get_classifier(model)

@@ -205,6 +205,17 @@ def test_linear_probe_trains_only_the_head(tmp_path, cache_dir):
     assert changed and all(k.startswith("classifier.") for k in changed), sorted(changed)
 
 
+def test_bn_momentum_sets_how_far_a_step_moves_the_running_statistics(tmp_path, cache_dir):
+    stem = "features.0.1.running_mean"  # torchvision's stem BatchNorm: the same input in both runs
+    means = {}
+    for momentum in (None, 0.01):
+        result = train(tiny(tmp_path, cache_dir, name=f"bn-{momentum}", max_steps=1, bn_momentum=momentum))
+        means[momentum] = read_weights(Path(result.run_dir) / "model" / "last.safetensors")[0][stem]
+    # from running_mean = 0, one step leaves momentum * batch mean: 0.01 moves a tenth of the default 0.1
+    assert means[None].abs().max() > 0
+    torch.testing.assert_close(means[0.01], 0.1 * means[None], rtol=1e-4, atol=1e-7)
+
+
 def test_progressive_learning_grows_image_size_and_regularization(tmp_path, cache_dir, monkeypatch):
     import effv2birds.models
     from effv2birds.config import ProgressiveConfig

@@ -8,7 +8,7 @@
 from .errors import ModelConfigError, WeightsError, WeightsNotFoundError
 from .facts import ModelFacts, model_facts
 from .factory import (ModelSpec, build_model, get_classifier, list_models, resolve_model_name,
-                      set_regularization, unwrap_model, zero_init_residual_)
+                      set_bn_momentum, set_regularization, unwrap_model, zero_init_residual_)
 from .transforms import ModelTransforms, get_transforms, warn_if_too_small
 from .variants import list_variants
 from .weights import read_state_dict
@@ -28,6 +28,7 @@ __all__ = [
     "model_facts",
     "read_state_dict",
     "resolve_model_name",
+    "set_bn_momentum",
     "set_regularization",
     "unwrap_model",
     "warn_if_too_small",

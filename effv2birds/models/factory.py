@@ -23,7 +23,7 @@ from .errors import ModelConfigError
 from .variants import check_multipliers, stem_channels, timm_arch_def, torchvision_setting, variant_stages
 
 __all__ = ["ModelSpec", "build_model", "list_models", "resolve_model_name", "get_classifier",
-           "set_regularization", "unwrap_model", "DEFAULT_DROPOUT", "DEFAULT_STOCHASTIC_DEPTH"]
+           "set_regularization", "set_bn_momentum", "unwrap_model", "DEFAULT_DROPOUT", "DEFAULT_STOCHASTIC_DEPTH"]
 
 # timm archs that share efficientnetv2_s's stage table, so the study's variants apply to them
 _TIMM_VARIANT_ARCHS = ("efficientnetv2_s", "tf_efficientnetv2_s")
@@ -74,6 +74,7 @@ def build_model(
     variant: str = "default",
     dropout: float | None = None,
     stochastic_depth: float | None = None,
+    bn_momentum: float | None = None,
     in_chans: int = 3,
     width_multiplier: float = 1.0,
     depth_multiplier: float = 1.0,
@@ -93,6 +94,9 @@ def build_model(
         variant: one of ``list_variants()``.
         dropout: classifier dropout; None = 0.2 on both backends.
         stochastic_depth: drop-path rate of the last block (linear in depth); None = 0.2.
+        bn_momentum: BatchNorm running-statistics momentum, in PyTorch's convention
+            (``running = (1 - m) * running + m * batch``; TensorFlow's decay 0.99 is ``m = 0.01``);
+            None keeps the backends' default, 0.1. Used only in training mode (see ``set_bn_momentum``).
         in_chans: input channels (1 for grey images; pretrained stem weights are summed over RGB).
         width_multiplier, depth_multiplier: scale channels (rounded to multiples of 8) and
             layers per stage (rounded up), as torchvision/timm do for the EfficientNet family.
@@ -110,6 +114,7 @@ def build_model(
     _check_int("in_chans", in_chans, 1)
     _check_rate("dropout", dropout)
     _check_rate("stochastic_depth", stochastic_depth)
+    _check_bn_momentum(bn_momentum)
     dropout = DEFAULT_DROPOUT if dropout is None else float(dropout)
     stochastic_depth = DEFAULT_STOCHASTIC_DEPTH if stochastic_depth is None else float(stochastic_depth)
     use_weights = bool(pretrained) or weights is not None
@@ -133,6 +138,8 @@ def build_model(
     else:
         model = _build_timm(spec, variant, num_classes, dropout, stochastic_depth, in_chans,
                             width_multiplier, depth_multiplier)
+    if bn_momentum is not None:
+        set_bn_momentum(model, bn_momentum)
     if weights_file is not None:
         from .weights import fit_state_dict, read_state_dict
 
@@ -261,6 +268,34 @@ def get_classifier(model: nn.Module) -> nn.Module:
     raise ModelConfigError(
         f"{type(model).__name__} has no classifier head this package knows; use a model from build_model()"
     )
+
+
+def _check_bn_momentum(momentum: Any) -> None:
+    # 0 would freeze the running statistics at their init (mean 0, var 1): evaluation silently wrong
+    check_number("bn_momentum", momentum, low=0.0, high=1.0, allow_none=True, error=ModelConfigError)
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> int:
+    """Set the running-statistics momentum of every BatchNorm layer in place; returns how many.
+
+    PyTorch's convention: ``running = (1 - momentum) * running + momentum * batch`` (TensorFlow's
+    EfficientNets use decay 0.99, i.e. ``momentum=0.01``). A smaller momentum averages the
+    statistics that evaluation uses over more steps: smoother with small batches, slower to follow
+    the weights early in training.
+
+    >>> m = build_model(num_classes=3, depth_multiplier=0.1)
+    >>> set_bn_momentum(m, 0.01) > 0
+    True
+    >>> {b.momentum for b in m.modules() if isinstance(b, nn.BatchNorm2d)}
+    {0.01}
+    """
+    _check_bn_momentum(momentum)
+    norms = [m for m in unwrap_model(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ModelConfigError(f"{type(model).__name__} has no BatchNorm layers whose momentum could be set")
+    for norm in norms:
+        norm.momentum = float(momentum)
+    return len(norms)
 
 
 def _drop_path_blocks(model: nn.Module) -> list[nn.Module]:

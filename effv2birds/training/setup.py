@@ -136,8 +136,9 @@ def check_model(config: TrainConfig) -> None:
         warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
         build_model(config.model, num_classes=2, pretrained=config.pretrained,
                     weights=config.weights, variant=config.variant, dropout=config.dropout,
-                    stochastic_depth=config.stochastic_depth, width_multiplier=config.width_multiplier,
-                    depth_multiplier=config.depth_multiplier, zero_init_residual=config.zero_init_residual)
+                    stochastic_depth=config.stochastic_depth, bn_momentum=config.bn_momentum,
+                    width_multiplier=config.width_multiplier, depth_multiplier=config.depth_multiplier,
+                    zero_init_residual=config.zero_init_residual)
 
 
 def check_before_data(config: TrainConfig, run_dir: Path) -> tuple[str | None, Path | None]:

@@ -365,7 +365,7 @@ def _build_model(config: TrainConfig, accelerator: Any, model_kwargs: dict[str, 
     from effv2birds.models import build_model, model_facts
 
     model = build_model(**model_kwargs, pretrained=config.pretrained, weights=config.weights,
-                        zero_init_residual=config.zero_init_residual)
+                        bn_momentum=config.bn_momentum, zero_init_residual=config.zero_init_residual)
     facts = model_facts(model, config.eval_size)
     head = freeze_backbone(model) if config.freeze_backbone else None
     if config.sync_bn and accelerator.num_processes > 1:
