@@ -196,6 +196,11 @@ def test_the_runs_own_validation_split_gives_the_runs_best_val_top1(tiny_run, co
     moved = tmp_path / "relative"
     shutil.copytree(tiny_run, moved)
     (moved / "config.json").write_text(json.dumps({**config, "data": "../photos-from-elsewhere/train"}))
+    # data_report.json records the absolute folder training loaded: used, with a warning that says so
+    with pytest.warns(UserWarning, match="relative path '../photos-from-elsewhere/train'.*folder training loaded"):
+        found = evaluate_run(moved, split="validation", leak_check=False, cache_dir=tmp_path / "cache")
+    assert found["top1"] == pytest.approx(best)
+    (moved / "data_report.json").unlink()  # nothing recorded: stop, and say what to do
     with pytest.raises(DataError, match="relative path '../photos-from-elsewhere/train'.*folder training ran in"):
         evaluate_run(moved, split="validation", leak_check=False)
     # without train_hashes.npz the leak check loads those training photos: skipped, and it says why

@@ -118,30 +118,56 @@ def _photo_names(raw: list[Any]) -> list[str]:
 
 
 def _run_config(run_dir: Path) -> Any:
-    """The run's ``TrainConfig`` (its ``config.json``): where its own photos are and how it split them."""
+    """The run's ``TrainConfig`` (its ``config.json``): where its own photos are and how it split them.
+
+    A relative ``data`` path there is relative to the folder training ran in. When it does not exist from
+    here, the absolute folder training loaded (``data_report.json``'s ``source``) is used instead, with a
+    warning that says so."""
+    import json
+    import warnings
+
     from effv2birds.config import TrainConfig
 
     config_file = run_dir / "config.json"
     if not config_file.is_file():
         raise DataError(f"{config_file} does not exist, so the run's own data is unknown; "
                         "name the photos to evaluate (effv2birds evaluate RUN_DIR DATA)")
-    return TrainConfig.from_file(config_file)
+    config = TrainConfig.from_file(config_file)
+    if not _missing_relative_path(config.data):
+        return config
+    report = run_dir / "data_report.json"
+    try:
+        source = json.loads(report.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return config  # nothing recorded: _load_own_data says what to do
+    if not (isinstance(source, str) and os.path.isabs(source) and Path(source).is_dir()):
+        return config
+    warnings.warn(f"the run's config.json names its photos as the relative path {config.data!r}, which does not "
+                  f"exist from this folder; using {source}, the folder training loaded (its data_report.json)",
+                  stacklevel=3)
+    return config.replace(data=source)
+
+
+def _missing_relative_path(data: Any) -> bool:
+    """Whether ``data`` is a relative folder path that does not exist from the current folder."""
+    from effv2birds.data.sources import looks_like_path
+
+    return (isinstance(data, str) and looks_like_path(data) and not os.path.isabs(os.path.expanduser(data))
+            and not Path(data).exists())
 
 
 def _load_own_data(run_config: Any, cache_dir: Any) -> tuple[Any, dict[str, Any]]:
     """The photos ``config.json`` names, as training loaded them (for the run's own splits and the leak check).
 
-    A relative path there is relative to the folder training ran in, which nothing records and which may
-    not be this one: say so, rather than only "does not exist"."""
-    from effv2birds.data.sources import looks_like_path
+    A relative path there is relative to the folder training ran in, which may not be this one; when
+    ``_run_config`` found no recorded absolute folder either, say so, rather than only "does not exist"."""
     from effv2birds.training.setup import load_config_dataset
 
-    data = run_config.data
-    if isinstance(data, str) and looks_like_path(data) and not os.path.isabs(os.path.expanduser(data)) \
-            and not Path(data).exists():
-        raise DataError(f"the run's config.json names its photos as the relative path {data!r}, which does not "
-                        f"exist from this folder ({os.getcwd()}); run evaluate from the folder training ran in, "
-                        f"or name the photos (effv2birds evaluate RUN_DIR DATA [--split ...])")
+    if _missing_relative_path(run_config.data):
+        raise DataError(f"the run's config.json names its photos as the relative path {run_config.data!r}, which "
+                        f"does not exist from this folder ({os.getcwd()}), and its data_report.json records no "
+                        "folder that exists; run evaluate from the folder training ran in, or name the photos "
+                        "(effv2birds evaluate RUN_DIR DATA [--split ...])")
     return load_config_dataset(run_config, cache_dir=cache_dir)
 
 
