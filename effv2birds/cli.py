@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_predict(sub)
     _add_export(sub)
+    _add_compare(sub)
     return parser
 
 
@@ -175,6 +176,26 @@ def friendly_errors() -> tuple[type[BaseException], ...]:
     """The errors the command prints as one line (exit 2) instead of a traceback: every
     ``Effv2birdsError`` (bad config, data, weights, checkpoint, export) names the problem and the fix."""
     return (Effv2birdsError,)
+
+
+def _add_compare(sub: Any) -> None:
+    co = sub.add_parser("compare", help="runs side by side: what each changed and its best validation top-1",
+                        description="Compare training runs: the first is the reference; each other row names the "
+                                    "config values it changed. Choose on validation, never on test.")
+    co.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dirs of `effv2birds train` (also unfinished)")
+    co.add_argument("--curves", metavar="FILE.csv", help="also write every run's epochs to this CSV")
+    co.add_argument("--json", action="store_true", help="print the rows as JSON instead of a markdown table")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from effv2birds.study.compare import compare_runs, format_comparison, write_curves
+
+    rows = compare_runs(args.run_dirs)
+    print(json.dumps(rows, indent=2) if args.json else format_comparison(rows))
+    if args.curves:
+        count = write_curves(args.curves, args.run_dirs)
+        print(f"{count} epoch row(s) written to {args.curves}", file=sys.stderr)
+    return 0
 
 
 def _add_export(sub: Any) -> None:
@@ -279,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "compare":
+            return _compare(args)
         return _predict(args)
     except ConfigError as exc:  # before anything heavy is imported
         print(f"effv2birds {args.command}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,130 @@
+"""Training runs side by side: what each changed against the first, and its best validation top-1.
+
+``compare_runs`` is how a lever is read off a set of runs (choose on validation, never on test):
+the first run is the reference, every other row names the config values it changed, and the best
+validation top-1 comes with its 95 % Wilson interval, since 250 validation photos move by ~3 points
+between seeds. ``write_curves`` puts their epochs in one CSV for plots. A run still training is
+shown at the epochs it has.
+
+>>> rows = compare_runs(["r13/up64-26ep-s0", "r14/wd05-s0", "r14/wd05-s1"])   # doctest: +SKIP
+>>> print(format_comparison(rows))                                          # doctest: +SKIP
+| run | seed | changes | epochs | best val top-1 % (95 % interval) | best epoch | train time (min) |
+|---|---|---|---|---|---|---|
+| up64-26ep-s0 | 0 | (reference) | 26 of 26 | 51.6 (45.4–57.7) | 20 | 87.7 |
+| wd05-s0 | 0 | data='/work/shared/data/birds25-mini', photo_size=32, weight_decay=0.5 | 26 of 26 | 53.6 (47.4–59.7) | 24 | 67.9 |
+| wd05-s1 | 1 | data='/work/shared/data/birds25-mini', photo_size=32, weight_decay=0.5 | 26 of 26 | 50.8 (44.6–56.9) | 24 | 76.6 |
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from effv2birds.study.report import read_epochs, wilson_interval
+from effv2birds.study.runner import _trained_values
+
+__all__ = ["compare_runs", "format_comparison", "write_curves", "CURVE_COLUMNS"]
+
+CURVE_COLUMNS = ("run", "seed", "epoch", "train_loss", "train_top1", "val_top1", "val_loss", "lr")
+# shown in their own column (seed) or not what a run trains (where its photos are cached)
+_NOT_CHANGES = ("seed", "cache_dir")
+
+
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """``(trained config values, epoch records, metrics.json or {})`` of one run folder."""
+    from effv2birds.config import TrainConfig
+
+    config_file = run_dir / "config.json"
+    if not config_file.is_file() or not (run_dir / "metrics.jsonl").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run: it needs the config.json and metrics.jsonl that "
+                                "`effv2birds train` writes in its output_dir")
+    summary_file = run_dir / "metrics.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    return _trained_values(TrainConfig.from_file(config_file)), read_epochs(run_dir), summary
+
+
+def _changes(values: dict[str, Any], reference: dict[str, Any]) -> str:
+    changed = [f"{k}={values.get(k)!r}" if isinstance(values.get(k), str) else f"{k}={values.get(k)}"
+               for k in sorted(set(values) | set(reference))
+               if k not in _NOT_CHANGES and values.get(k) != reference.get(k)]
+    return ", ".join(changed) or "none"
+
+
+def compare_runs(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """One row per run folder: ``run``, ``seed``, ``changes`` (the config values that differ from the
+    first run's, ``"(reference)"`` for the first), ``epochs_done``/``epochs``, ``best_val_top1`` and
+    ``best_epoch`` (the first epoch with the highest validation top-1), ``val_interval`` (95 % Wilson,
+    ``None`` until ``metrics.json`` gives the number of validation photos), ``train_time_s``.
+
+    >>> import tempfile
+    >>> from effv2birds import TrainConfig
+    >>> from effv2birds.training import train
+    >>> cfg = TrainConfig(synthetic_size=24, max_samples=24, image_size=32, batch_size=8, epochs=1,
+    ...                   width_multiplier=0.25, depth_multiplier=0.1, progress_bar=False, log_with="none",
+    ...                   cpu=True, output_dir=tempfile.mkdtemp(), cache_dir=tempfile.mkdtemp())
+    >>> run = train(cfg).run_dir  # doctest: +ELLIPSIS
+    epoch=1 ...
+    >>> [row["changes"] for row in compare_runs([run, run])]
+    ['(reference)', 'none']
+    """
+    rows, reference = [], None
+    for run_dir in map(Path, run_dirs):
+        values, epochs, summary = _read_run(run_dir)
+        scored = [e for e in epochs if e.get("val_top1") is not None]
+        best = max(scored, key=lambda e: e["val_top1"]) if scored else None  # max keeps the first of ties
+        n = (summary.get("val") or {}).get("num_samples")
+        rows.append({
+            "run": run_dir.name, "run_dir": str(run_dir), "seed": values.get("seed"),
+            "changes": "(reference)" if reference is None else _changes(values, reference),
+            "epochs_done": epochs[-1]["epoch"] if epochs else 0, "epochs": values.get("epochs"),
+            "best_val_top1": None if best is None else best["val_top1"],
+            "best_epoch": None if best is None else best["epoch"],
+            "val_interval": wilson_interval(best["val_top1"], n) if best is not None and n else None,
+            "train_time_s": summary.get("train_time_s", epochs[-1].get("time_s") if epochs else None),
+        })
+        reference = values if reference is None else reference
+    return rows
+
+
+def format_comparison(rows: list[dict[str, Any]]) -> str:
+    """``compare_runs``' rows as a markdown table (percentages, one decimal)."""
+    lines = ["| run | seed | changes | epochs | best val top-1 % (95 % interval) | best epoch | train time (min) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        best = "—" if r["best_val_top1"] is None else f"{100 * r['best_val_top1']:.1f}"
+        if r["val_interval"] is not None:
+            best += " ({:.1f}–{:.1f})".format(*(100 * x for x in r["val_interval"]))
+        minutes = "—" if r["train_time_s"] is None else f"{r['train_time_s'] / 60:.1f}"
+        lines.append(f"| {r['run']} | {r['seed']} | {r['changes']} | {r['epochs_done']} of {r['epochs']} | {best} "
+                     f"| {r['best_epoch'] if r['best_epoch'] is not None else '—'} | {minutes} |")
+    return "\n".join(lines)
+
+
+def write_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike]) -> int:
+    """Write the runs' epochs as one CSV (``CURVE_COLUMNS``, one row per run and epoch); returns the rows.
+
+    >>> write_curves("curves.csv", ["runs/recipe", "runs/wd05"])   # doctest: +SKIP
+    52
+    """
+    from effv2birds.atomic import atomic_write_text
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CURVE_COLUMNS)
+    count = 0
+    for run_dir in map(Path, run_dirs):
+        values, epochs, _ = _read_run(run_dir)
+        for e in epochs:
+            writer.writerow([run_dir.name, values.get("seed"), e["epoch"]]
+                            + [_round(e.get(k)) for k in CURVE_COLUMNS[3:]])
+            count += 1
+    atomic_write_text(Path(path), out.getvalue())
+    return count
+
+
+def _round(value: Any) -> Any:
+    return float(f"{value:.6g}") if isinstance(value, float) else ("" if value is None else value)

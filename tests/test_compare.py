@@ -1,0 +1,69 @@
+"""`effv2birds compare`: runs side by side, as the lever table of docs/results.md is read."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from effv2birds import TrainConfig
+from effv2birds.cli import main
+from effv2birds.study import compare_runs, format_comparison, write_curves
+from effv2birds.training import train
+
+pytestmark = [pytest.mark.filterwarnings("ignore:model input of 32 px:UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
+
+TINY = dict(data="synthetic", synthetic_size=40, max_samples=40, image_size=32, batch_size=8, epochs=2,
+            width_multiplier=0.25, depth_multiplier=0.1, progress_bar=False, log_with="none", cpu=True,
+            warmup_epochs=0.5)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    common = {**TINY, "cache_dir": str(root / "cache")}
+    first = train(TrainConfig(**common, output_dir=str(root / "reference"))).run_dir
+    second = train(TrainConfig(**common, output_dir=str(root / "wd05"), weight_decay=0.5, seed=1)).run_dir
+    return Path(first), Path(second)
+
+
+def test_rows_name_the_changes_and_the_best_validation_epoch(two_runs, tmp_path):
+    rows = compare_runs(two_runs)
+    assert [r["changes"] for r in rows] == ["(reference)", "weight_decay=0.5"]  # the seed has its own column
+    assert [r["seed"] for r in rows] == [0, 1]
+    for row, run in zip(rows, two_runs):
+        summary = json.loads((run / "metrics.json").read_text())
+        assert (row["best_val_top1"], row["best_epoch"]) == (summary["best_val_top1"], summary["best_epoch"])
+        low, high = row["val_interval"]
+        assert low <= row["best_val_top1"] <= high and (row["epochs_done"], row["epochs"]) == (2, 2)
+    table = format_comparison(rows)
+    assert "| wd05 | 1 | weight_decay=0.5 | 2 of 2 |" in table
+    # a run still training (no metrics.json yet): its epochs so far, no interval
+    running = tmp_path / "running"
+    shutil.copytree(two_runs[0], running)
+    (running / "metrics.json").unlink()
+    row = compare_runs([two_runs[0], running])[1]
+    assert row["val_interval"] is None and row["best_val_top1"] == rows[0]["best_val_top1"]
+
+
+def test_curves_csv_has_every_epoch_of_every_run(two_runs, tmp_path):
+    assert write_curves(tmp_path / "curves.csv", two_runs) == 4
+    with open(tmp_path / "curves.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["run"], r["seed"], r["epoch"]) for r in table] == [
+        ("reference", "0", "1"), ("reference", "0", "2"), ("wd05", "1", "1"), ("wd05", "1", "2")]
+    epochs = [json.loads(x) for x in (two_runs[1] / "metrics.jsonl").read_text().splitlines()]
+    last = [e for e in epochs if e["kind"] == "epoch"][-1]
+    assert float(table[-1]["val_top1"]) == pytest.approx(last["val_top1"], rel=1e-5)
+
+
+def test_cli_prints_the_table_and_refuses_a_folder_that_is_not_a_run(two_runs, tmp_path, capsys):
+    assert main(["compare", *map(str, two_runs), "--curves", str(tmp_path / "c.csv")]) == 0
+    out = capsys.readouterr()
+    assert "| reference | 0 | (reference) |" in out.out and "4 epoch row(s)" in out.err
+    assert main(["compare", str(two_runs[0]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["run"] == "reference"
+    assert main(["compare", str(two_runs[0]), str(tmp_path)]) == 2
+    assert "is not a training run" in capsys.readouterr().err
