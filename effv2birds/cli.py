@@ -78,7 +78,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "") ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``effv2birds`` argument parser (``train`` and ``predict`` subcommands)."""
+    """The ``effv2birds`` argument parser (``train``, ``evaluate``, ``predict``, ``export``, ``compare``)."""
     parser = argparse.ArgumentParser(prog="effv2birds", description="Train and use EfficientNetV2 image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train a model (run it under `accelerate launch` for several GPUs)",
