@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from effv2birds.study.report import read_epochs, wilson_interval
-from effv2birds.study.runner import _trained_values
+from effv2birds.study.runner import saved_values
 
 __all__ = ["compare_runs", "format_comparison", "write_curves", "CURVE_COLUMNS"]
 
@@ -36,15 +36,13 @@ _NOT_CHANGES = ("seed", "cache_dir")
 
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """``(trained config values, epoch records, metrics.json or {})`` of one run folder."""
-    from effv2birds.config import TrainConfig
-
     config_file = run_dir / "config.json"
     if not config_file.is_file() or not (run_dir / "metrics.jsonl").is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run: it needs the config.json and metrics.jsonl that "
                                 "`effv2birds train` writes in its output_dir")
     summary_file = run_dir / "metrics.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    return _trained_values(TrainConfig.from_file(config_file)), read_epochs(run_dir), summary
+    return saved_values(config_file), read_epochs(run_dir), summary
 
 
 def _changes(values: dict[str, Any], reference: dict[str, Any]) -> str:

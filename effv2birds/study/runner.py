@@ -12,7 +12,7 @@ from effv2birds.study.experiments import PlannedRun, run_status
 from effv2birds.study.report import RUN_INFO
 from effv2birds.training.records import write_json
 
-__all__ = ["auto_jobs", "check_finished_runs_match", "load_skipped", "run_planned", "save_skipped"]
+__all__ = ["auto_jobs", "check_finished_runs_match", "load_skipped", "run_planned", "save_skipped", "saved_values"]
 
 
 def run_planned(runs: list[PlannedRun], *, log: Callable[[str], None] = print, jobs: int = 1) -> dict[str, str]:
@@ -158,8 +158,17 @@ def _trained_values(config: Any) -> dict:
     return {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in _NOT_TRAINING}
 
 
-def _saved_values(config_file: Path) -> dict:
-    """:func:`_trained_values` of a saved ``config.json`` (fields added since take their defaults)."""
+def saved_values(config_file: Path) -> dict:
+    """The values a saved ``config.json`` trains with (fields added since take their defaults; not where the
+    run is written or how it was started): what the stale-run check and ``effv2birds compare`` compare.
+
+    >>> import tempfile, pathlib
+    >>> from effv2birds import TrainConfig
+    >>> folder = tempfile.mkdtemp(); TrainConfig(epochs=3, output_dir=folder).save(folder)
+    >>> values = saved_values(pathlib.Path(folder) / "config.json")
+    >>> values["epochs"], "output_dir" in values
+    (3, False)
+    """
     from effv2birds.config import TrainConfig
 
     return _trained_values(TrainConfig.from_file(config_file))
@@ -178,7 +187,7 @@ def check_finished_runs_match(runs: list[PlannedRun]) -> None:
     for run in runs:
         if run_status(run.run_dir) != "finished" or not (run.run_dir / "config.json").is_file():
             continue
-        old, new = _saved_values(run.run_dir / "config.json"), _trained_values(run.config)
+        old, new = saved_values(run.run_dir / "config.json"), _trained_values(run.config)
         diff = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
                 if old.get(k) != new.get(k)]
         if diff:
@@ -203,7 +212,7 @@ def finished_twin(run: PlannedRun) -> Path | None:
     for cfg_path in sorted(run.run_dir.parent.parent.glob("*/*/config.json")):
         other = cfg_path.parent
         if other.resolve() != run.run_dir.resolve() and run_status(other) == "finished" \
-                and _saved_values(cfg_path) == planned:
+                and saved_values(cfg_path) == planned:
             return other
     return None
 

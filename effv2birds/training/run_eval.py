@@ -122,53 +122,34 @@ def _run_config(run_dir: Path) -> Any:
 
     A relative ``data`` path there is relative to the folder training ran in. When it does not exist from
     here, the absolute folder training loaded (``data_report.json``'s ``source``) is used instead, with a
-    warning that says so."""
+    warning that says so; when that is gone too, a DataError says what to do (not only "does not exist")."""
     import json
     import warnings
 
     from effv2birds.config import TrainConfig
+    from effv2birds.data.sources import looks_like_path
 
     config_file = run_dir / "config.json"
     if not config_file.is_file():
         raise DataError(f"{config_file} does not exist, so the run's own data is unknown; "
                         "name the photos to evaluate (effv2birds evaluate RUN_DIR DATA)")
     config = TrainConfig.from_file(config_file)
-    if not _missing_relative_path(config.data):
+    data = config.data
+    if not (looks_like_path(data) and not os.path.isabs(os.path.expanduser(data)) and not Path(data).exists()):
         return config
-    report = run_dir / "data_report.json"
     try:
-        source = json.loads(report.read_text()).get("source")
+        source = json.loads((run_dir / "data_report.json").read_text()).get("source")
     except (OSError, ValueError, AttributeError):
-        return config  # nothing recorded: _load_own_data says what to do
+        source = None
     if not (isinstance(source, str) and os.path.isabs(source) and Path(source).is_dir()):
-        return config
-    warnings.warn(f"the run's config.json names its photos as the relative path {config.data!r}, which does not "
+        raise DataError(f"the run's config.json names its photos as the relative path {data!r}, which does not "
+                        f"exist from this folder ({os.getcwd()}), and its data_report.json records no folder that "
+                        "exists; run evaluate from the folder training ran in, or name the photos "
+                        "(effv2birds evaluate RUN_DIR DATA [--split ...])")
+    warnings.warn(f"the run's config.json names its photos as the relative path {data!r}, which does not "
                   f"exist from this folder; using {source}, the folder training loaded (its data_report.json)",
                   stacklevel=3)
     return config.replace(data=source)
-
-
-def _missing_relative_path(data: Any) -> bool:
-    """Whether ``data`` is a relative folder path that does not exist from the current folder."""
-    from effv2birds.data.sources import looks_like_path
-
-    return (isinstance(data, str) and looks_like_path(data) and not os.path.isabs(os.path.expanduser(data))
-            and not Path(data).exists())
-
-
-def _load_own_data(run_config: Any, cache_dir: Any) -> tuple[Any, dict[str, Any]]:
-    """The photos ``config.json`` names, as training loaded them (for the run's own splits and the leak check).
-
-    A relative path there is relative to the folder training ran in, which may not be this one; when
-    ``_run_config`` found no recorded absolute folder either, say so, rather than only "does not exist"."""
-    from effv2birds.training.setup import load_config_dataset
-
-    if _missing_relative_path(run_config.data):
-        raise DataError(f"the run's config.json names its photos as the relative path {run_config.data!r}, which "
-                        f"does not exist from this folder ({os.getcwd()}), and its data_report.json records no "
-                        "folder that exists; run evaluate from the folder training ran in, or name the photos "
-                        "(effv2birds evaluate RUN_DIR DATA [--split ...])")
-    return load_config_dataset(run_config, cache_dir=cache_dir)
 
 
 def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any, *, run_config: Any,
@@ -178,11 +159,12 @@ def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any,
     ``data=None``: the photos ``run_config`` names, split as the run split them (so its validation split too)."""
     from effv2birds.data import cache_split, load_image_dataset, skipped_files
     from effv2birds.data.decode import raw_images
+    from effv2birds.training.setup import load_config_dataset
 
     pre = predictor.preprocessing
     with accelerator.main_process_first():  # the first process checks and caches the photos, the others reuse that
         if data is None:
-            ds, data_report = _load_own_data(run_config, cache_dir)
+            ds, data_report = load_config_dataset(run_config, cache_dir=cache_dir)
         else:
             ds, data_report = load_image_dataset(data, image_column=image_column, label_column=label_column,
                                                  val_fraction=0.0, test_fraction=0.0, cache_dir=cache_dir,
@@ -229,12 +211,13 @@ def _train_hashes(run_dir: Path, pre: Preprocessing, cache_dir: Any) -> tuple[np
     training data that ``config.json`` names, at the evaluation size."""
     from effv2birds.data import cache_split
     from effv2birds.data.dedup import read_train_hashes, write_train_hashes
+    from effv2birds.training.setup import load_config_dataset
 
     found = read_train_hashes(run_dir)
     if found is not None:
         return found[0], found[2], f"{TRAIN_HASHES_FILE} of the run"
     cfg = _run_config(run_dir)
-    ds, _ = _load_own_data(cfg, cache_dir)  # the photos the run trained on
+    ds, _ = load_config_dataset(cfg, cache_dir=cache_dir)  # the photos the run trained on
     cached = cache_split(ds["train"], pre.input_size, resize=pre.resize, cache_dir=cache_dir or cfg.cache_dir,
                          photo_size=pre.photo_size)
     write_train_hashes(run_dir, cached)
