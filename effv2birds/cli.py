@@ -34,6 +34,8 @@ _HELP = {
     "photo_size": "make every photo this size first (e.g. the study's 32), then resize it to --image-size",
     "bn_momentum": "BatchNorm running-statistics momentum, PyTorch's convention (TensorFlow's decay 0.99 = 0.01); "
                    "none: 0.1",
+    "ema_bn_images": "with --ema-decay: train photos the EMA's BatchNorm statistics are measured on before each "
+                     "evaluation (0: copy the model's)",
     "lr": "peak learning rate (per 256 images with --lr-scaling linear)",
     "resume": "'latest' or a checkpoint folder (RUN_DIR/checkpoints/step-...)",
     "output_dir": "run directory (weights, metrics, checkpoints, model card)",

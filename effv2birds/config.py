@@ -224,6 +224,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     grad_clip: float | None = None  # max global grad norm
     ema_decay: float | None = None  # e.g. 0.999: evaluate an EMA of the weights
+    ema_bn_images: int = 1024  # train photos the EMA's BatchNorm statistics are measured on before each evaluation; 0: copy the model's
 
     # --- stopping (the study: epochs=350, min_epochs=150, early_stop_patience=50) -------------
     epochs: int = 30
@@ -282,6 +283,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _fraction(self, name)
         check_number("TrainConfig.bn_momentum", self.bn_momentum, low=0.0, high=1.0, allow_none=True)
+        check_number("TrainConfig.ema_bn_images", self.ema_bn_images, low=0, low_ok=True, integer=True)
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise _bad(type(self), "ema_decay", self.ema_decay, "a number in (0, 1), e.g. 0.999, or None")
         if self.min_epochs > self.epochs:

@@ -94,7 +94,7 @@ def test_run_directory_and_result(tmp_path, cache_dir):
     [
         dict(optimizer="sgd", schedule="cosine", mixed_precision="bf16"),
         dict(optimizer="adamw", schedule="step", step_epochs=1, grad_accum_steps=2, batch_size=4, grad_clip=1.0),
-        dict(optimizer="adam", schedule="plateau", ema_decay=0.9),
+        dict(optimizer="adam", schedule="plateau", ema_decay=0.9, ema_bn_images=0),
         dict(optimizer="rmsprop", schedule="constant", lr=1e-3, mixed_precision="bf16", grad_accum_steps=3),
         # fp16 with loss scaling; TrainConfig refuses fp16 with cpu=True, but torch/accelerate run it on a
         # CPU-only machine too (and on the GPU when there is one)
@@ -119,7 +119,7 @@ def test_optimizers_schedules_precisions_accumulation(tmp_path, cache_dir, chang
     assert set(init.model.state_dict()) == set(first)
     lrs = [s["lr"] for s in _lines(result.run_dir, "step")]
     assert all(lr > 0 for lr in lrs[:-1])  # the last one may be 0: cosine reaches 0 at the very last step
-    if cfg.ema_decay is not None:  # averaged weights, but the model's own BatchNorm statistics (not averaged)
+    if cfg.ema_decay is not None:  # ema_bn_images=0: averaged weights, the model's own BatchNorm statistics
         raw, _ = read_weights(sorted((Path(result.run_dir) / "checkpoints").glob("step-*"))[-1] / "model.safetensors")
         buffers = {n for n, _ in init.model.named_buffers()}
         assert buffers and all(torch.equal(first[k], raw[k]) for k in buffers)
@@ -203,6 +203,32 @@ def test_linear_probe_trains_only_the_head(tmp_path, cache_dir):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     # only the classifier moved: backbone weights *and* BatchNorm running statistics are untouched
     assert changed and all(k.startswith("classifier.") for k in changed), sorted(changed)
+
+
+def test_ema_is_evaluated_with_batchnorm_statistics_of_its_own_weights(tmp_path, cache_dir):
+    from accelerate import Accelerator
+
+    from effv2birds.preprocessing import Preprocessing
+    from effv2birds.training import recompute_bn_statistics
+    from effv2birds.training.batchnorm import sample_images
+    from effv2birds.training.setup import load_data
+
+    cfg = tiny(tmp_path, cache_dir, epochs=2, ema_decay=0.9, ema_bn_images=20)
+    run = Path(train(cfg).run_dir)
+    saved, _ = read_weights(run / "model" / "last.safetensors")
+    raw, _ = read_weights(sorted((run / "checkpoints").glob("step-*"))[-1] / "model.safetensors")
+    stats = [k for k in saved if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(not torch.equal(saved[k], raw[k]) for k in stats)  # not the model's, copied
+    # the same measurement by hand: the EMA weights on 20 train photos, as evaluation preprocesses them
+    splits, _, _ = load_data(cfg, Accelerator(cpu=True), [cfg.image_size])
+    photos = sample_images(splits["train"][cfg.image_size].images, max_images=20, batch_size=cfg.eval_batch,
+                           seed=cfg.seed)
+    model = load_trained(run, "last", device="cpu").model
+    pre = Preprocessing.from_config(cfg)
+    assert recompute_bn_statistics(model, (pre.to_model_input(b) for b in photos)) == 20
+    mine = model.state_dict()
+    for k in stats:
+        torch.testing.assert_close(saved[k], mine[k], rtol=1e-3, atol=1e-5)
 
 
 def test_bn_momentum_sets_how_far_a_step_moves_the_running_statistics(tmp_path, cache_dir):

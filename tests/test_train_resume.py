@@ -38,11 +38,12 @@ train(cfg)
 '''
 
 
-@pytest.mark.parametrize("accum", [1, 2], ids=["no-accum", "accum2"])
-def test_kill_during_checkpoint_then_resume_is_bit_identical(tmp_path, accum):
+# the EMA case: its weights are restored and its BatchNorm statistics measured again (the same photos)
+@pytest.mark.parametrize("accum, ema_decay", [(1, None), (2, 0.9)], ids=["no-accum", "accum2-ema"])
+def test_kill_during_checkpoint_then_resume_is_bit_identical(tmp_path, accum, ema_decay):
     torch.set_num_threads(1)
     base = dict(data="synthetic", synthetic_size=48, max_samples=48, image_size=32, batch_size=8 // accum,
-                grad_accum_steps=accum, epochs=2, width_multiplier=0.25, depth_multiplier=0.1,
+                grad_accum_steps=accum, ema_decay=ema_decay, ema_bn_images=16, epochs=2, width_multiplier=0.25, depth_multiplier=0.1,
                 progress_bar=False, log_with="none", cpu=True, cache_dir=str(tmp_path / "cache"),
                 log_every_steps=2, checkpoint_every_steps=2, checkpoint_every_epochs=None, keep_last=3)
     whole = train(TrainConfig(**base, output_dir=str(tmp_path / "whole")))

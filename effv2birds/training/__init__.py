@@ -5,6 +5,7 @@
 True
 """
 
+from .batchnorm import recompute_bn_statistics
 from .checkpoint import CheckpointError, list_checkpoints, resolve_resume
 from .inference import TTA_MODES, Prediction, Predictor, UnreadableImageError, load_trained
 from .metrics import ClassReport, MeanLoss, TopKAccuracy, build_metrics, classification_metrics
@@ -35,6 +36,7 @@ __all__ = [
     "evaluate_run",
     "list_checkpoints",
     "load_trained",
+    "recompute_bn_statistics",
     "resolve_resume",
     "scaled_lr",
     "should_stop_early",
