@@ -183,3 +183,25 @@ def test_bad_arguments_and_empty_split(tmp_path):
         cache_split(ds["train"], 8, resize="squash", cache_dir=tmp_path)
     with pytest.raises(DataError, match="datasets.Dataset"):
         cache_split(ds, 8, cache_dir=tmp_path)
+
+
+def test_progress_bar_names_the_split_as_asked_and_the_name_is_not_in_the_key(tmp_path, capfd):
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (20, 20), (60 * i, 0, 0)).save(tmp_path / "photos" / cls / f"{i}.png")
+    carved = load_image_dataset(tmp_path / "photos", val_fraction=0.25)["validation"]
+    assert carved.split == "train"  # carved out of the folder's train split: datasets keeps that name
+    was = is_progress_bar_enabled()
+    enable_progress_bar()
+    try:
+        named = cache_split(carved, 16, cache_dir=tmp_path / "cache", name="validation")
+    finally:
+        if not was:
+            disable_progress_bar()
+    assert "caching validation at 16px" in capfd.readouterr().err
+    assert cache_split(carved, 16, cache_dir=tmp_path / "cache").path == named.path

@@ -192,6 +192,7 @@ def cache_split(
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
     photo_size: int | None = None,
+    name: str | None = None,
 ) -> CachedSplit:
     """Decode and resize every image of a ``datasets.Dataset`` split once; reuse it later.
 
@@ -199,7 +200,9 @@ def cache_split(
     resize policy (``"resize"``: squash to a square; ``"resize_crop"``: short side then centre
     crop), and ``photo_size`` (photos made that size first, then resized to ``image_size``; see
     ``decode_resize``). ``num_proc`` processes decode in parallel (default: all cores for big splits). Images
-    that fail to decode are left out and listed in ``CachedSplit.skipped``.
+    that fail to decode are left out and listed in ``CachedSplit.skipped``. ``name`` is what the progress bar
+    calls the split (default: its ``datasets`` split name, which stays ``train`` for a validation split carved
+    out of it; the name is not part of the key).
 
     >>> from effv2birds.data import load_image_dataset
     >>> import tempfile
@@ -260,7 +263,7 @@ def cache_split(
             _decode_batch, batched=True, batch_size=64, num_proc=num_proc, features=features,
             remove_columns=["image"], fn_kwargs={"size": image_size, "resize": resize, "photo_size": photo_size},
             cache_file_name=str(tmp / "map.arrow"), load_from_cache_file=False, new_fingerprint=key,
-            desc=f"caching {split.split or 'split'} at {image_size}px"
+            desc=f"caching {name or split.split or 'split'} at {image_size}px"
                  + (f" (from {photo_size}px photos)" if photo_size is not None else ""),
         )
         with _no_progress_bars():  # the "caching" bar above already showed the work

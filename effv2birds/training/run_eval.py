@@ -171,7 +171,8 @@ def _load_photos(data: Any, split: str | None, predictor: Any, accelerator: Any,
                                                  with_report=True)
         chosen, split = _select_split(ds, split)
         chosen, run_labels, ignored = _map_labels(chosen, predictor.class_names, ignore_unknown)
-        cached = cache_split(chosen, pre.input_size, resize=pre.resize, cache_dir=cache_dir, photo_size=pre.photo_size)
+        cached = cache_split(chosen, pre.input_size, resize=pre.resize, cache_dir=cache_dir, photo_size=pre.photo_size,
+                             name=split)
     raw = raw_images(chosen)
     bad = {path for path, _ in cached.skipped}  # the cache leaves out photos it could not decode
     kept = [i for i, path in enumerate(_photo_names(raw)) if path not in bad]

@@ -248,7 +248,7 @@ def load_data(config: TrainConfig, accelerator: Any,
 
         def cache(name: str, size: int) -> Any:
             return data_mod.cache_split(ds[name], size, resize=config.resize, cache_dir=config.cache_dir,
-                                        num_proc=config.num_proc, photo_size=config.photo_size)
+                                        num_proc=config.num_proc, photo_size=config.photo_size, name=name)
 
         if "train" in ds and len(ds["train"]) > 0:
             splits["train"] = {size: cache("train", size) for size in sorted(set(train_sizes))}
