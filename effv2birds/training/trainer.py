@@ -184,7 +184,7 @@ class TrainingRun:
     channels_last: bool
     stages: list[Any]  # progressive.StageSettings of every epoch
     train_loader_of: dict[int, Any]  # image size -> its train loader (one per progressive stage size)
-    train_split_of: dict[int, Any]  # image size -> its cached train split (data.CachedSplit)
+    train_split_of: dict[int, Any]  # image size -> its cached train split (data.CachedSplit); with an EMA only
     val_loader: Any
     test_loader: Any | None
     class_names: list[str]
@@ -342,7 +342,7 @@ def _prepare(config: TrainConfig, accelerator: Any, precision: str, run_dir: Pat
         schedule=schedule, ema=ema, criterion=_criterion(config),
         augment=augment, preprocessing=preprocessing, channels_last=channels_last, stages=stages,
         train_loader_of=dict(zip(splits["train"], train_loaders)),  # the caches' sizes, in order
-        train_split_of=splits["train"],
+        train_split_of=splits["train"] if ema is not None else {},  # only the EMA's statistics read them
         val_loader=val_loader, test_loader=test_loader, class_names=class_names, guard=guard, state=state,
         metrics_log=MetricsLog(run_dir / "metrics.jsonl"), meta=meta, facts=facts,
     )
