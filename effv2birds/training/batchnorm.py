@@ -47,7 +47,8 @@ def recompute_bn_statistics(model: torch.nn.Module, batches: Iterable[torch.Tens
     layers = [m for m in model.modules()
               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     modes = [(m, m.training) for m in model.modules()]
-    before = [({k: v.clone() for k, v in m.state_dict().items()}, m.momentum) for m in layers]
+    momenta = [m.momentum for m in layers]
+    before = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
     model.eval()
     for layer in layers:
         layer.reset_running_stats()
@@ -62,11 +63,12 @@ def recompute_bn_statistics(model: torch.nn.Module, batches: Iterable[torch.Tens
         if layers and not seen:
             raise ValueError("recompute_bn_statistics() got no batches: pass at least one batch of model inputs")
     except BaseException:
-        for layer, (state, _) in zip(layers, before):  # a failed pass leaves the statistics as they were
-            layer.load_state_dict(state)
+        for layer, saved in zip(layers, before):  # a failed pass leaves the statistics as they were
+            for buffer, value in zip((layer.running_mean, layer.running_var, layer.num_batches_tracked), saved):
+                buffer.copy_(value)
         raise
     finally:
-        for layer, (_, momentum) in zip(layers, before):
+        for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
         for module, mode in modes:
             module.training = mode
