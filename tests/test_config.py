@@ -108,7 +108,7 @@ EXAMPLE_CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 
 @pytest.mark.parametrize("name, preset, extra", [
     ("birds32.toml", "ours", dict(data="../shared/data/birds25-mini", photo_size=32, image_size=INPUT_SIZES["ours"][32],
-                                  epochs=26, output_dir="runs/birds32")),
+                                  epochs=32, output_dir="runs/birds32")),
     ("birds128.toml", "ours", dict(data="../shared/data/birds25-mini", image_size=128, mixed_precision="bf16",
                                    output_dir="runs/birds128")),
     ("blog.toml", "blog", dict(data="synthetic", image_size=32, output_dir="runs/blog")),

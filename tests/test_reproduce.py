@@ -134,6 +134,19 @@ def test_new_data_trains_the_study_recipe_beside_ours_at_the_same_budget():
     assert len(plan_runs("new-data", preset="blog", image_sizes=(32,), output_dir="o")) == 1  # no twin of itself
 
 
+def test_the_32px_recipe_file_and_the_preset_plan_the_same_study_runs_at_a_set_budget():
+    """docs/study trains ``--preset ours`` at its own budget; examples/configs/birds32.toml differs from the preset
+    only in its schedule length (and where its photos are), so at the study's budget both plan the same runs
+    and the report's new-data runs are those of the 32 px recipe."""
+    config = Path(__file__).resolve().parents[1] / "examples" / "configs" / "birds32.toml"
+    budget = {"epochs": 5, "warmup_epochs": 1, "data": "synthetic"}
+    from_file = plan_runs("new-data", preset="ours", config_file=str(config), image_sizes=(32,), output_dir="o",
+                          overrides=budget)
+    from_preset = plan_runs("new-data", preset="ours", image_sizes=(32,), output_dir="o", overrides=budget)
+    assert [r.config for r in from_file] == [r.config for r in from_preset]
+    assert (from_file[0].config.photo_size, from_file[0].config.image_size, from_file[0].config.epochs) == (32, 64, 5)
+
+
 def test_report_covers_every_run_in_the_folder_with_intervals_and_seed_summary(tmp_path):
     from effv2birds.study import write_report
     from effv2birds.study.report import wilson_interval
