@@ -309,3 +309,22 @@ def test_mixed_precision_auto(monkeypatch):
     assert resolve_mixed_precision(TrainConfig(cpu=True)) == "no"  # fp16 needs a GPU
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert resolve_mixed_precision(TrainConfig()) == ("bf16" if gpu else "no")
+
+
+@pytest.mark.parametrize("capability, warned", [("AVX2", True), ("DEFAULT", True), ("AVX512", False)])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_with_the_fix(monkeypatch, tmp_path, capability, warned):
+    from effv2birds.training.setup import cpu_bf16_warning
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    message = cpu_bf16_warning("bf16", torch.device("cpu"))
+    assert (message is not None) == warned
+    assert cpu_bf16_warning("no", torch.device("cpu")) is None
+    assert cpu_bf16_warning("bf16", torch.device("cuda")) is None
+    if warned:
+        assert capability in message and "--mixed-precision no" in message
+        cfg = TrainConfig(synthetic_size=16, max_samples=16, image_size=32, batch_size=8, epochs=1, max_steps=1,
+                          width_multiplier=0.25, depth_multiplier=0.1, mixed_precision="bf16", cpu=True,
+                          progress_bar=False, log_with="none", output_dir=str(tmp_path / "run"),
+                          cache_dir=str(tmp_path / "cache"))
+        with pytest.warns(UserWarning, match="no bf16 instructions.*--mixed-precision no"):
+            train(cfg)

@@ -40,10 +40,9 @@ from effv2birds.training.nonfinite import NonFiniteGuard, NonFiniteLossError
 from effv2birds.training.optim import LRSchedule, build_optimizer, build_schedule
 from effv2birds.training.records import (MetricsLog, environment_info, read_weights, save_weights, write_json,
                                          write_model_card)
-from effv2birds.training.setup import (check_before_data, check_launched_processes, check_run_dir, data_device,
-                                       default_channels_last, finish_trackers, freeze_backbone, load_data,
-                                       reset_accelerator_state, resolve_mixed_precision, set_train_mode,
-                                       tracker_init)
+from effv2birds.training.setup import (check_before_data, check_launched_processes, check_run_dir, cpu_bf16_warning,
+                                       data_device, default_channels_last, finish_trackers, freeze_backbone, load_data,
+                                       reset_accelerator_state, resolve_mixed_precision, set_train_mode, tracker_init)
 
 __all__ = ["train", "train_one_epoch", "evaluate", "TrainingRun", "TrainResult", "NonFiniteLossError",
            "should_stop_early"]
@@ -277,6 +276,9 @@ def _make_accelerator(config: TrainConfig, run_dir: Path, tracker: str | None) -
         raise ConfigError(f"the devices cannot run this config (mixed_precision={precision!r}, "
                           f"cpu={config.cpu}): {exc}") from exc
     check_launched_processes(accelerator)
+    slow_bf16 = cpu_bf16_warning(precision, accelerator.device)
+    if slow_bf16 and accelerator.is_main_process:
+        warnings.warn(slow_bf16, stacklevel=3)
     # every process shuffles with data_seed (same order, different shards) but augments with its own seed
     set_seed(config.seed, device_specific=True)
     if accelerator.is_main_process:
