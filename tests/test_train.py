@@ -103,6 +103,7 @@ def test_run_directory_and_result(tmp_path, cache_dir):
     ids=["sgd-cosine-bf16", "adamw-step-accum-clip", "adam-plateau-ema", "rmsprop-constant-bf16-accum",
          "adamw-cosine-fp16"],
 )
+@pytest.mark.filterwarnings("ignore:mixed_precision='bf16' on a CPU")  # the slow-bf16 warning: tested below
 def test_optimizers_schedules_precisions_accumulation(tmp_path, cache_dir, changes):
     cfg = tiny(tmp_path, cache_dir, epochs=2, **changes)
     result = train(cfg)
@@ -311,11 +312,16 @@ def test_mixed_precision_auto(monkeypatch):
     assert resolve_mixed_precision(TrainConfig()) == ("bf16" if gpu else "no")
 
 
-@pytest.mark.parametrize("capability, warned", [("AVX2", True), ("DEFAULT", True), ("AVX512", False)])
-def test_bf16_on_a_cpu_without_bf16_instructions_warns_with_the_fix(monkeypatch, tmp_path, capability, warned):
+@pytest.mark.parametrize("machine, capability, warned", [("x86_64", "AVX2", True), ("AMD64", "DEFAULT", True),
+                                                        ("x86_64", "AVX512", False), ("aarch64", "DEFAULT", False)])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_with_the_fix(monkeypatch, tmp_path, machine, capability,
+                                                                   warned):
+    import platform
+
     from effv2birds.training.setup import cpu_bf16_warning
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
     message = cpu_bf16_warning("bf16", torch.device("cpu"))
     assert (message is not None) == warned
     assert cpu_bf16_warning("no", torch.device("cpu")) is None
