@@ -314,8 +314,8 @@ def test_mixed_precision_auto(monkeypatch):
 
 @pytest.mark.parametrize("machine, capability, warned", [("x86_64", "AVX2", True), ("AMD64", "DEFAULT", True),
                                                         ("x86_64", "AVX512", False), ("aarch64", "DEFAULT", False)])
-def test_bf16_on_a_cpu_without_bf16_instructions_warns_with_the_fix(monkeypatch, tmp_path, machine, capability,
-                                                                   warned):
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_with_the_fix(monkeypatch, tmp_path, cache_dir, machine,
+                                                                   capability, warned):
     import platform
 
     from effv2birds.training.setup import cpu_bf16_warning
@@ -328,9 +328,5 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns_with_the_fix(monkeypatch,
     assert cpu_bf16_warning("bf16", torch.device("cuda")) is None
     if warned:
         assert capability in message and "--mixed-precision no" in message
-        cfg = TrainConfig(synthetic_size=16, max_samples=16, image_size=32, batch_size=8, epochs=1, max_steps=1,
-                          width_multiplier=0.25, depth_multiplier=0.1, mixed_precision="bf16", cpu=True,
-                          progress_bar=False, log_with="none", output_dir=str(tmp_path / "run"),
-                          cache_dir=str(tmp_path / "cache"))
         with pytest.warns(UserWarning, match="no bf16 instructions.*--mixed-precision no"):
-            train(cfg)
+            train(tiny(tmp_path, cache_dir, mixed_precision="bf16", max_steps=1))
