@@ -1,7 +1,8 @@
 """The one source of configuration: frozen, validated dataclasses and the one precedence rule.
 
-Precedence, lowest to highest: field defaults < a preset (``effv2birds.presets``) < a TOML/JSON
-config file (only the keys it sets) < flags, ``--set`` and keyword overrides. Every entry point
+Precedence, lowest to highest: field defaults < a preset (``effv2birds.presets``) < that preset's
+values for the run's photo size (``presets.PHOTO_SIZE_RECIPES``: ``ours`` at ``photo_size = 32``) < a
+TOML/JSON config file (only the keys it sets) < flags, ``--set`` and keyword overrides. Every entry point
 (``effv2birds train``, ``examples/reproduce.py``, ``TrainConfig.from_file``) goes through
 :func:`resolve_config`. Every run saves the resolved config (``config.json`` and ``config.toml``)
 in its run directory, so ``TrainConfig.from_file(run_dir / "config.toml")`` rebuilds it exactly.
@@ -407,19 +408,31 @@ def _progressive_values(base: dict[str, Any], layer: Any) -> dict[str, Any]:
 
 def resolve_values(*, preset: str | None = None, config_file: str | Path | None = None,
                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The merged TrainConfig values of every layer, lowest first: ``preset`` < ``config_file`` (only
-    the keys it sets) < ``overrides`` (a ``None`` there unsets an optional field). Not validated
-    yet: :func:`resolve_config` builds the TrainConfig.
+    """The merged TrainConfig values of every layer, lowest first: ``preset`` < the preset's values for
+    the photo size the merged layers set (:data:`~effv2birds.presets.PHOTO_SIZE_RECIPES`) <
+    ``config_file`` (only the keys it sets) < ``overrides`` (a ``None`` there unsets an optional field).
+    Not validated yet: :func:`resolve_config` builds the TrainConfig.
 
     >>> resolve_values(preset="blog", overrides={"epochs": 5})["lr"]
     0.0001
+    >>> ours32 = resolve_values(preset="ours", overrides={"photo_size": 32})
+    >>> ours32["image_size"], ours32["epochs"]
+    (64, 32)
     """
-    from effv2birds.presets import PRESETS
+    from effv2birds.presets import PHOTO_SIZE_RECIPES, PRESETS
 
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-    layers = [PRESETS[preset] if preset else {}, read_config_file(config_file) if config_file else {},
-              dict(overrides or {})]
+    preset_layer = PRESETS[preset] if preset else {}
+    user_layers = [read_config_file(config_file) if config_file else {}, dict(overrides or {})]
+    values = _merge([preset_layer, *user_layers])
+    # the photo size may come from any layer, so the size's values slot in once the merge knows it
+    size = values.get("photo_size")
+    by_size = PHOTO_SIZE_RECIPES.get(preset or "", {}).get(size) if isinstance(size, int) else None
+    return _merge([preset_layer, by_size, *user_layers]) if by_size else values
+
+
+def _merge(layers: list[dict[str, Any]]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for layer in layers:
         layer = dict(layer)
@@ -431,8 +444,8 @@ def resolve_values(*, preset: str | None = None, config_file: str | Path | None 
 
 def resolve_config(*, preset: str | None = None, config_file: str | Path | None = None,
                    overrides: dict[str, Any] | None = None) -> "TrainConfig":
-    """The TrainConfig of defaults < ``preset`` < ``config_file`` < ``overrides``: the one precedence
-    rule of every entry point.
+    """The TrainConfig of defaults < ``preset`` (with its values for the photo size, if it has any) <
+    ``config_file`` < ``overrides``: the one precedence rule of every entry point.
 
     >>> cfg = resolve_config(preset="ours", overrides={"image_size": 64})
     >>> cfg.optimizer, cfg.image_size

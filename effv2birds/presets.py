@@ -2,18 +2,21 @@
 
 ``effv2birds train --preset ours``, ``examples/reproduce.py --preset ours`` and
 ``resolve_config(preset="ours")`` all read this table; the TOML files in ``examples/configs/``
-spell the same recipes out for reading and a test keeps them equal. Where a preset sits in the
-precedence (defaults < preset < config file < flags): :func:`effv2birds.config.resolve_config`.
+spell the same recipes out for reading and a test keeps them equal. A recipe may train photos of one
+size differently (:data:`PHOTO_SIZE_RECIPES`). Where a preset sits in the precedence (defaults < preset
+< the preset's values for the photo size < config file < flags): :func:`effv2birds.config.resolve_config`.
 
 >>> PRESETS["ours"]["optimizer"], PRESETS["blog"]["lr"]
 ('adamw', 0.0001)
+>>> PHOTO_SIZE_RECIPES["ours"][32]
+{'image_size': 64, 'epochs': 32}
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PRESETS", "BLOG", "OURS", "INPUT_SIZES"]
+__all__ = ["PRESETS", "BLOG", "OURS", "PHOTO_SIZE_RECIPES"]
 
 # The study's settings: Adam 1e-4, batch 128, images only resized and scaled to [0, 1],
 # up to 350 epochs (at least 150, early stop after 50 without improvement), ReduceLROnPlateau.
@@ -32,11 +35,12 @@ OURS: dict[str, Any] = dict(
     stochastic_depth=0.0, zero_init_residual=True, epochs=40, per_class=100,
 )
 
-# The network input a recipe gives photos of a size, where that is not the photo size itself: our recipe
-# feeds the study's 32x32 photos to the network at 64 px (photo_size=32, image_size=64; at a 32 px input
-# the last stages see a 1x1 map). Measured in docs/results.md (issue #13). The study runner uses it for the
-# preset's own new-data runs; examples/configs/birds32.toml spells it out.
-INPUT_SIZES: dict[str, dict[int, int]] = {"ours": {32: 64}}
+# What a recipe changes for photos of one size (a run's ``photo_size``): our recipe feeds the study's 32x32
+# photos to the network at 64 px (at a 32 px input the last stages see a 1x1 map) for 32 epochs, which fits
+# the hour of a 2-core CPU. Measured in docs/results.md (issue #13); examples/configs/birds32.toml spells it
+# out. ``resolve_config(preset="ours", overrides={"photo_size": 32})`` applies it; the study runner takes its
+# ``image_size`` for the preset's new-data runs (their budget is the study's).
+PHOTO_SIZE_RECIPES: dict[str, dict[int, dict[str, Any]]] = {"ours": {32: dict(image_size=64, epochs=32)}}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Every experiment end to end on the built-in synthetic birds in under 15 minutes on a 2-core CPU,

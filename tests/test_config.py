@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, parse_value, resolve_config
-from effv2birds.presets import INPUT_SIZES
 
 
 @pytest.mark.parametrize(
@@ -107,8 +106,8 @@ EXAMPLE_CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 
 
 @pytest.mark.parametrize("name, preset, extra", [
-    ("birds32.toml", "ours", dict(data="../shared/data/birds25-mini", photo_size=32, image_size=INPUT_SIZES["ours"][32],
-                                  epochs=32, output_dir="runs/birds32")),
+    # the preset at photo size 32 is the 32 px recipe: its input size and epochs come from the preset
+    ("birds32.toml", "ours", dict(data="../shared/data/birds25-mini", photo_size=32, output_dir="runs/birds32")),
     ("birds128.toml", "ours", dict(data="../shared/data/birds25-mini", image_size=128, mixed_precision="bf16",
                                    output_dir="runs/birds128")),
     ("blog.toml", "blog", dict(data="synthetic", image_size=32, output_dir="runs/blog")),
@@ -128,6 +127,26 @@ def test_one_precedence_defaults_preset_file_overrides(tmp_path):
     assert TrainConfig.from_file(path, lr=0.1) == resolve_config(config_file=path, overrides={"lr": 0.1})
     with pytest.raises(ConfigError, match="preset 'nope' is unknown; choose one of quick, blog, ours, full"):
         resolve_config(preset="nope")
+
+
+def test_a_preset_trains_photos_of_one_size_with_its_values_for_that_size_below_file_and_flags(tmp_path):
+    """``ours`` at photo size 32 is the 32 px recipe (64 px input, 32 epochs); the size may come from any layer,
+    and what a file or flag sets still wins."""
+    from effv2birds.cli import build_config, build_parser
+
+    ours32 = resolve_config(preset="ours", overrides={"photo_size": 32})
+    assert (ours32.photo_size, ours32.image_size, ours32.epochs, ours32.lr) == (32, 64, 32, 1e-3)
+    assert ours32 == build_config(build_parser().parse_args(["train", "--preset", "ours", "--photo-size", "32"]))
+    path = tmp_path / "c.toml"
+    path.write_text("photo_size = 32\nepochs = 7\n")
+    from_file = resolve_config(preset="ours", config_file=path)
+    assert (from_file.image_size, from_file.epochs) == (64, 7)  # the size from the file; its epochs beat the preset's
+    flagged = resolve_config(preset="ours", config_file=path, overrides={"image_size": 96, "photo_size": 32})
+    assert (flagged.image_size, flagged.epochs) == (96, 7)
+    other = [resolve_config(preset="ours", overrides=o) for o in ({}, {"photo_size": 48}, {"image_size": 32})]
+    assert [(c.image_size, c.epochs) for c in other] == [(TrainConfig.image_size, 40), (TrainConfig.image_size, 40), (32, 40)]
+    assert resolve_config(preset="blog", overrides={"photo_size": 32}).epochs == 350  # only where a preset has values
+    assert resolve_config(overrides={"photo_size": 32}).epochs == TrainConfig.epochs
 
 
 def test_set_values_parse_like_flags():

@@ -127,7 +127,7 @@ def test_new_data_trains_the_study_recipe_beside_ours_at_the_same_budget():
         "adam", 1e-4, 128, "plateau", False, "none", False, False, None, "study")
     assert ours.epochs == study.epochs == 7 and ours.per_class == study.per_class == 100  # same budget
     assert [r.config.seed for r in runs] == [0, 0, 1, 1]
-    # the same 32 px photos: our recipe feeds them at a 64 px input (presets.INPUT_SIZES), the study's at 32 px
+    # the same 32 px photos: our recipe feeds them at a 64 px input (presets.PHOTO_SIZE_RECIPES), the study's at 32 px
     assert (ours.photo_size, ours.image_size, study.photo_size, study.image_size) == (32, 64, None, 32)
     big = plan_runs("new-data", preset="ours", image_sizes=(128,), output_dir="o")[0].config
     assert (big.photo_size, big.image_size) == (None, 128)

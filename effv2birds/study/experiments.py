@@ -2,7 +2,8 @@
 
 A *preset* is a set of TrainConfig values (the study's own settings, a quick smoke, our recipe);
 an *experiment* turns a base config into the runs it compares. Precedence, lowest to highest:
-TrainConfig defaults < preset < config file < explicit overrides (``--set``, ``--data`` ...).
+TrainConfig defaults < preset (with its values for the photo size) < config file < explicit overrides
+(``--set``, ``--data`` ...): :func:`effv2birds.config.resolve_values`.
 
 >>> runs = plan_runs("ablation", preset="quick", output_dir="out")
 >>> [r.name for r in runs][:2]
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, resolve_values
-from effv2birds.presets import BLOG, INPUT_SIZES, PRESETS
+from effv2birds.presets import BLOG, PHOTO_SIZE_RECIPES, PRESETS
 
 __all__ = ["EXPERIMENTS", "PRESETS", "PRESET_IMAGE_SIZES", "STUDY_FIGURES", "STUDY_RECIPE", "PlannedRun", "plan_runs", "run_status",
            "study_figure"]
@@ -90,12 +91,14 @@ def _config(values: dict[str, Any], output_dir: Path, name: str, **changes: Any)
 
 
 def _photo_sizes(recipe: str, size: int) -> dict[str, int]:
-    """The study's photos of ``size`` px at the recipe's network input (:data:`INPUT_SIZES`).
+    """The study's photos of ``size`` px at the recipe's network input (``image_size`` of
+    :data:`~effv2birds.presets.PHOTO_SIZE_RECIPES`; the other values there, such as the recipe's
+    epochs, give way to the study's budget, which is the same for every run).
 
     >>> _photo_sizes("ours", 32), _photo_sizes("ours", 128)
     ({'photo_size': 32, 'image_size': 64}, {'image_size': 128})
     """
-    input_size = INPUT_SIZES.get(recipe, {}).get(size, size)
+    input_size = PHOTO_SIZE_RECIPES.get(recipe, {}).get(size, {}).get("image_size", size)
     return {"image_size": size} if input_size == size else {"photo_size": size, "image_size": input_size}
 
 
@@ -114,7 +117,7 @@ def plan_runs(
     New-data trains the preset's recipe and the study's recipe (:data:`STUDY_RECIPE`) at the same
     budget, once per seed of ``seeds`` (default: the config's seed); a seed other than the config's
     adds ``-seed<N>`` to the run name. Its ``<size>px`` runs train on photos of that size, which the
-    preset's recipe may feed at a larger input (:data:`~effv2birds.presets.INPUT_SIZES`: ``ours`` gives
+    preset's recipe may feed at a larger input (:data:`~effv2birds.presets.PHOTO_SIZE_RECIPES`: ``ours`` gives
     32 px photos a 64 px input). ``image_sizes`` default: :data:`PRESET_IMAGE_SIZES` of the
     preset, else the study's 32 and 128 px.
 
