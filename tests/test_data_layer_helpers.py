@@ -109,6 +109,36 @@ def test_hub_offline_is_scoped_and_restored(monkeypatch):
     assert "HF_HUB_OFFLINE" not in os.environ  # never the process environment
 
 
+def test_hub_offline_blocks_of_two_threads_take_turns_so_neither_goes_online_early():
+    """Without turns, the block that ends first restores the saved value while the other is still inside."""
+    import threading
+    import time
+
+    from effv2birds.data import sources
+
+    before = datasets.config.HF_HUB_OFFLINE
+    first_in, first_out, seen = threading.Event(), threading.Event(), []
+
+    def first():
+        with sources._hub_offline():
+            first_in.set()
+            time.sleep(0.2)
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with sources._hub_offline():
+            first_out.wait(5)
+            seen.append(datasets.config.HF_HUB_OFFLINE)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == [True] and datasets.config.HF_HUB_OFFLINE == before
+
+
 def test_unreachable_hub_restores_offline_mode_after_the_error(monkeypatch):
     import huggingface_hub.constants as hub_constants
 

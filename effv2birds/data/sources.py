@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -225,6 +226,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+# The offline constants are process-wide: one block at a time, or a block that ends first would switch
+# another thread's look-ups back online. Re-entrant, so a block may hold another inside it.
+_OFFLINE_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _hub_offline() -> Iterator[None]:
     """Offline mode for the ``datasets``/``huggingface_hub`` calls made inside the block, and only there.
@@ -233,7 +239,7 @@ def _hub_offline() -> Iterator[None]:
     its hub look-ups); both libraries read their offline constant (``datasets.config.HF_HUB_OFFLINE``,
     ``huggingface_hub.constants.HF_HUB_OFFLINE``, set from the environment at import) when they are
     called. So the constants are set for the block and their previous values restored after it, even
-    on an error; the ``HF_HUB_OFFLINE`` environment variable is never touched.
+    on an error; the ``HF_HUB_OFFLINE`` environment variable is never touched. Threads take turns.
 
     >>> import datasets
     >>> before = datasets.config.HF_HUB_OFFLINE
@@ -246,12 +252,13 @@ def _hub_offline() -> Iterator[None]:
     import datasets
     import huggingface_hub.constants as hub_constants
 
-    saved = (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE)
-    datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
+    with _OFFLINE_LOCK:
+        saved = (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE)
+        datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
+        try:
+            yield
+        finally:
+            datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
 
 
 def _load_hub(name: str):
