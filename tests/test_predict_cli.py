@@ -120,7 +120,11 @@ def test_predict_iter_reports_and_predict_raises(tiny_run, photos):
     assert [r.image for r in results] == red
     assert [r.error is not None for r in results] == [p.name == "broken.jpg" for p in red]
     good = [p for p in red if p.name != "broken.jpg"]
-    assert [r.top_k for r in results if r.error is None] == predictor.predict(good, top_k=2, batch_size=3)
+    alone = predictor.predict(good, top_k=2, batch_size=3)
+    kept = [r.top_k for r in results if r.error is None]
+    # other batch sizes run other CPU kernels: the same classes, probabilities equal to rounding (seen: 3e-8 apart)
+    assert [[name for name, _ in row] for row in kept] == [[name for name, _ in row] for row in alone]
+    assert [p for row in kept for _, p in row] == pytest.approx([p for row in alone for _, p in row], abs=1e-5)
     with pytest.raises(UnreadableImageError, match="broken.jpg"):
         predictor.predict(red)
     with pytest.raises(ValueError, match="top_k=0"):
