@@ -425,16 +425,12 @@ def resolve_values(*, preset: str | None = None, config_file: str | Path | None 
         raise ConfigError(f"preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     preset_layer = PRESETS[preset] if preset else {}
     user_layers = [read_config_file(config_file) if config_file else {}, dict(overrides or {})]
-    values = _merge([preset_layer, *user_layers])
-    # the photo size may come from any layer, so the size's values slot in once the merge knows it
-    size = values.get("photo_size")
-    by_size = PHOTO_SIZE_RECIPES.get(preset or "", {}).get(size) if isinstance(size, int) else None
-    return _merge([preset_layer, by_size, *user_layers]) if by_size else values
-
-
-def _merge(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    # the photo size may come from any layer (the highest that sets it), so its values slot in below the user's
+    size = next((layer["photo_size"] for layer in reversed([preset_layer, *user_layers]) if "photo_size" in layer),
+                None)
+    by_size = PHOTO_SIZE_RECIPES.get(preset or "", {}).get(size, {}) if isinstance(size, int) else {}
     values: dict[str, Any] = {}
-    for layer in layers:
+    for layer in (preset_layer, by_size, *user_layers):
         layer = dict(layer)
         if "progressive" in layer:
             values["progressive"] = _progressive_values(values.get("progressive", {}), layer.pop("progressive"))
