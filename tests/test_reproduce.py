@@ -147,6 +147,27 @@ def test_the_32px_recipe_file_and_the_preset_plan_the_same_study_runs_at_a_set_b
     assert (from_file[0].config.photo_size, from_file[0].config.image_size, from_file[0].config.epochs) == (32, 64, 5)
 
 
+def test_new_data_runs_take_the_recipe_for_their_photo_size_below_the_users_values(monkeypatch, tmp_path):
+    """A per-size recipe value other than the input (here a crop) reaches the study's run of that size,
+    its epochs give way to the study's budget, and a value the user sets in a file or a flag still wins."""
+    from effv2birds.study import experiments
+
+    monkeypatch.setitem(experiments.PHOTO_SIZE_RECIPES, "ours",
+                        {128: dict(image_size=128, random_crop="resized", epochs=99)})
+    budget = {"epochs": 3, "data": "synthetic"}
+
+    def planned(**kw):
+        ours, study = plan_runs("new-data", preset="ours", image_sizes=(128,), output_dir="o", **kw)
+        return ours.config, study.config
+
+    ours, study = planned(overrides=budget)
+    assert (ours.random_crop, ours.epochs, ours.image_size, ours.photo_size) == ("resized", 3, 128, None)
+    assert study.random_crop == "none"  # the study's recipe has no per-size values
+    assert planned(overrides={**budget, "random_crop": "pad"})[0].random_crop == "pad"
+    (tmp_path / "c.toml").write_text('random_crop = "none"\n')
+    assert planned(config_file=str(tmp_path / "c.toml"), overrides=budget)[0].random_crop == "none"
+
+
 def test_report_covers_every_run_in_the_folder_with_intervals_and_seed_summary(tmp_path):
     from effv2birds.study import write_report
     from effv2birds.study.report import wilson_interval

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, resolve_values
+from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, read_config_file, resolve_values
 from effv2birds.presets import BLOG, PHOTO_SIZE_RECIPES, PRESETS
 
 __all__ = ["EXPERIMENTS", "PRESETS", "PRESET_IMAGE_SIZES", "STUDY_FIGURES", "STUDY_RECIPE", "PlannedRun", "plan_runs", "run_status",
@@ -90,16 +90,21 @@ def _config(values: dict[str, Any], output_dir: Path, name: str, **changes: Any)
     return TrainConfig.from_dict(merged)
 
 
-def _photo_sizes(recipe: str, size: int) -> dict[str, int]:
-    """The study's photos of ``size`` px at the recipe's network input (``image_size`` of
-    :data:`~effv2birds.presets.PHOTO_SIZE_RECIPES`; the other values there, such as the recipe's
-    epochs, give way to the study's budget, which is the same for every run).
+def _photo_sizes(recipe: str, size: int, user_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The recipe's values for the study's photos of ``size`` px
+    (:data:`~effv2birds.presets.PHOTO_SIZE_RECIPES`): its network input, and its other values unless the
+    user's config file or flags set them (``user_keys``), so the precedence of
+    :func:`~effv2birds.config.resolve_values` holds; its budget (epochs) gives way to the study's, which is
+    the same for every run.
 
-    >>> _photo_sizes("ours", 32), _photo_sizes("ours", 128)
-    ({'photo_size': 32, 'image_size': 64}, {'image_size': 128})
+    >>> _photo_sizes("ours", 32), _photo_sizes("ours", 128)["image_size"]
+    ({'photo_size': 32, 'image_size': 64}, 128)
     """
-    input_size = PHOTO_SIZE_RECIPES.get(recipe, {}).get(size, {}).get("image_size", size)
-    return {"image_size": size} if input_size == size else {"photo_size": size, "image_size": input_size}
+    by_size = {k: v for k, v in PHOTO_SIZE_RECIPES.get(recipe, {}).get(size, {}).items()
+               if k == "image_size" or (k not in _BUDGET_KEYS and k not in user_keys)}
+    input_size = by_size.pop("image_size", size)
+    sizes = {"image_size": size} if input_size == size else {"photo_size": size, "image_size": input_size}
+    return {**by_size, **sizes}
 
 
 def plan_runs(
@@ -133,6 +138,7 @@ def plan_runs(
     if not image_sizes or any(int(s) <= 0 for s in image_sizes):
         raise ConfigError(f"--image-sizes {image_sizes!r} is not valid: give one or more sizes in pixels, e.g. 32 128")
     values = resolve_values(preset=preset, config_file=config_file, overrides=overrides)
+    user_keys = frozenset({**(read_config_file(config_file) if config_file else {}), **(overrides or {})})
     out = Path(output_dir)
     small = min(image_sizes)
     runs: list[PlannedRun] = []
@@ -145,7 +151,7 @@ def plan_runs(
             for size in image_sizes:
                 for suffix, recipe, recipe_name in recipes:
                     run = f"{size}px{suffix}{tag}"
-                    sizes = _photo_sizes(recipe_name, size)
+                    sizes = _photo_sizes(recipe_name, size, user_keys)
                     runs.append(PlannedRun("new-data", run, _config(values, out, f"new-data/{run}", **recipe,
                                                                     **sizes, seed=seed), recipe=recipe_name))
 
