@@ -38,8 +38,8 @@ OURS: dict[str, Any] = dict(
 # What a recipe changes for photos of one size (a run's ``photo_size``): our recipe feeds the study's 32x32
 # photos to the network at 64 px (at a 32 px input the last stages see a 1x1 map) for 32 epochs, which fits
 # the hour of a 2-core CPU. Measured in docs/results.md (issue #13); examples/configs/birds32.toml spells it
-# out. ``resolve_config(preset="ours", overrides={"photo_size": 32})`` applies it; the study runner takes its
-# ``image_size`` for the preset's new-data runs (their budget is the study's).
+# out. ``resolve_config(preset="ours", overrides={"photo_size": 32})`` applies it; the study runner's new-data
+# runs take its values except the epochs (their budget is the study's).
 PHOTO_SIZE_RECIPES: dict[str, dict[int, dict[str, Any]]] = {"ours": {32: dict(image_size=64, epochs=32)}}
 
 PRESETS: dict[str, dict[str, Any]] = {
