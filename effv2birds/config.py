@@ -287,6 +287,11 @@ class TrainConfig:
         check_number("TrainConfig.ema_bn_images", self.ema_bn_images, low=0, low_ok=True, integer=True)
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise _bad(type(self), "ema_decay", self.ema_decay, "a number in (0, 1), e.g. 0.999, or None")
+        if self.ema_decay is None and self.ema_bn_images != type(self).ema_bn_images:
+            raise ConfigError(  # else a value the user chose would be silently unused
+                f"TrainConfig.ema_bn_images={self.ema_bn_images} has no effect without ema_decay: set ema_decay "
+                f"(e.g. --ema-decay 0.999) or leave ema_bn_images at its default {type(self).ema_bn_images}"
+            )
         if self.min_epochs > self.epochs:
             raise ConfigError(
                 f"TrainConfig.min_epochs={self.min_epochs} is larger than epochs={self.epochs}; "

@@ -24,6 +24,7 @@ from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, parse
         (dict(ema_decay=1.0), ["ema_decay", "(0, 1)"]),
         (dict(bn_momentum=0.0), ["bn_momentum", "0.0", "(0, 1)"]),
         (dict(ema_bn_images=-1), ["ema_bn_images", "-1", "integer >= 0"]),
+        (dict(ema_bn_images=16), ["ema_bn_images=16", "no effect without ema_decay", "--ema-decay"]),
         (dict(lr=float("nan")), ["lr", "nan"]),
         (dict(batch_size=True), ["batch_size", "True"]),
     ],

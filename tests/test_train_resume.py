@@ -43,7 +43,8 @@ train(cfg)
 def test_kill_during_checkpoint_then_resume_is_bit_identical(tmp_path, accum, ema_decay):
     torch.set_num_threads(1)
     base = dict(data="synthetic", synthetic_size=48, max_samples=48, image_size=32, batch_size=8 // accum,
-                grad_accum_steps=accum, ema_decay=ema_decay, ema_bn_images=16, epochs=2, width_multiplier=0.25, depth_multiplier=0.1,
+                grad_accum_steps=accum, ema_decay=ema_decay, ema_bn_images=16 if ema_decay else TrainConfig.ema_bn_images,
+                epochs=2, width_multiplier=0.25, depth_multiplier=0.1,
                 progress_bar=False, log_with="none", cpu=True, cache_dir=str(tmp_path / "cache"),
                 log_every_steps=2, checkpoint_every_steps=2, checkpoint_every_epochs=None, keep_last=3)
     whole = train(TrainConfig(**base, output_dir=str(tmp_path / "whole")))

@@ -32,6 +32,7 @@ _BUDGET_KEYS = ("epochs", "min_epochs", "early_stop_patience", "per_class")
 STUDY_RECIPE: dict[str, Any] = {
     **{k: v for k, v in BLOG.items() if k not in _BUDGET_KEYS},
     "dropout": None, "stochastic_depth": None, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_decay": None,
+    "ema_bn_images": TrainConfig.ema_bn_images,
     "grad_clip": None, "crop_padding": 4, "loss": "cross_entropy",
 }
 
