@@ -186,17 +186,22 @@ def _add_compare(sub: Any) -> None:
                                     "config values it changed. Choose on validation, never on test.")
     co.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dirs of `effv2birds train` (also unfinished)")
     co.add_argument("--curves", metavar="FILE.csv", help="also write every run's epochs to this CSV")
+    co.add_argument("--plot", metavar="FILE.png", help="also draw every run's top-1 by epoch in this PNG "
+                                                      "(validation solid, train dashed)")
     co.add_argument("--json", action="store_true", help="print the rows as JSON instead of a markdown table")
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from effv2birds.study.compare import compare_runs, format_comparison, write_curves
+    from effv2birds.study.compare import compare_runs, format_comparison, plot_curves, write_curves
 
     rows = compare_runs(args.run_dirs)
     print(json.dumps(rows, indent=2) if args.json else format_comparison(rows))
     if args.curves:
         count = write_curves(args.curves, args.run_dirs)
         print(f"{count} epoch row(s) written to {args.curves}", file=sys.stderr)
+    if args.plot:
+        count = plot_curves(args.plot, args.run_dirs)
+        print(f"{count} run(s) drawn in {args.plot}", file=sys.stderr)
     return 0
 
 

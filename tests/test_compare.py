@@ -9,7 +9,7 @@ import pytest
 
 from effv2birds import TrainConfig
 from effv2birds.cli import main
-from effv2birds.study import compare_runs, format_comparison, write_curves
+from effv2birds.study import compare_runs, format_comparison, plot_curves, write_curves
 from effv2birds.training import train
 
 pytestmark = [pytest.mark.filterwarnings("ignore:model input of 32 px:UserWarning"),
@@ -59,10 +59,25 @@ def test_curves_csv_has_every_epoch_of_every_run(two_runs, tmp_path):
     assert float(table[-1]["val_top1"]) == pytest.approx(last["val_top1"], rel=1e-5)
 
 
+def test_plot_draws_every_run_as_a_png_and_keeps_an_old_plot_when_a_run_is_missing(two_runs, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "plots" / "levers.png"
+    assert plot_curves(png, two_runs, title="weight decay") == 2
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (700, 400)
+    before = png.read_bytes()
+    with pytest.raises(FileNotFoundError, match="is not a training run"):
+        plot_curves(png, [two_runs[0], tmp_path / "nowhere"])
+    assert png.read_bytes() == before and sorted(p.name for p in png.parent.iterdir()) == ["levers.png"]
+
+
 def test_cli_prints_the_table_and_refuses_a_folder_that_is_not_a_run(two_runs, tmp_path, capsys):
-    assert main(["compare", *map(str, two_runs), "--curves", str(tmp_path / "c.csv")]) == 0
+    assert main(["compare", *map(str, two_runs), "--curves", str(tmp_path / "c.csv"),
+                 "--plot", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr()
     assert "| reference | 0 | (reference) |" in out.out and "4 epoch row(s)" in out.err
+    assert "2 run(s) drawn in" in out.err and (tmp_path / "c.png").stat().st_size > 1000
     assert main(["compare", str(two_runs[0]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["run"] == "reference"
     assert main(["compare", str(two_runs[0]), str(tmp_path)]) == 2

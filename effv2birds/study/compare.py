@@ -3,8 +3,8 @@
 ``compare_runs`` is how a lever is read off a set of runs (choose on validation, never on test):
 the first run is the reference, every other row names the config values it changed, and the best
 validation top-1 comes with its 95 % Wilson interval, since 250 validation photos move by ~3 points
-between seeds. ``write_curves`` puts their epochs in one CSV for plots. A run still training is
-shown at the epochs it has.
+between seeds. ``write_curves`` puts their epochs in one CSV, ``plot_curves`` draws them in one PNG.
+A run still training is shown at the epochs it has.
 
 >>> rows = compare_runs(["r13/up64-26ep-s0", "r14/wd05-s0", "r14/wd05-s1"])   # doctest: +SKIP
 >>> print(format_comparison(rows))                                          # doctest: +SKIP
@@ -27,7 +27,7 @@ from typing import Any, Iterable
 from effv2birds.study.report import read_epochs, wilson_interval
 from effv2birds.study.runner import saved_values
 
-__all__ = ["compare_runs", "format_comparison", "write_curves", "CURVE_COLUMNS"]
+__all__ = ["compare_runs", "format_comparison", "write_curves", "plot_curves", "CURVE_COLUMNS"]
 
 CURVE_COLUMNS = ("run", "seed", "epoch", "train_loss", "train_top1", "val_top1", "val_loss", "lr")
 # shown in their own column (seed) or not what a run trains (where its photos are cached)
@@ -122,6 +122,25 @@ def write_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike])
             count += 1
     atomic_write_text(Path(path), out.getvalue())
     return count
+
+
+def plot_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike], title: str = "runs") -> int:
+    """Draw the runs' top-1 by epoch in one PNG (validation solid, train dashed); returns the runs drawn.
+
+    >>> plot_curves("levers.png", ["runs/recipe", "runs/wd05"], title="weight decay")   # doctest: +SKIP
+    2
+    """
+    from matplotlib.figure import Figure
+
+    from effv2birds.atomic import atomic_path
+    from effv2birds.study.report import draw_curves
+
+    runs = [(run_dir.name, _read_run(run_dir)[1]) for run_dir in map(Path, run_dirs)]
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    draw_curves(fig.subplots(), runs, title=title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return len(runs)
 
 
 def _round(value: Any) -> Any:
