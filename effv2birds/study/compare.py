@@ -133,11 +133,18 @@ def plot_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike], 
     from matplotlib.figure import Figure
 
     from effv2birds.atomic import atomic_path
-    from effv2birds.study.report import draw_curves
 
     runs = [(run_dir.name, _read_run(run_dir)[1]) for run_dir in map(Path, run_dirs)]
     fig = Figure(figsize=(7, 4), layout="constrained")
-    draw_curves(fig.subplots(), runs, title=title)
+    ax = fig.subplots()
+    for name, epochs in runs:  # epochs without a figure (none yet, or not validated) are left out, not drawn at 0
+        val = [e for e in epochs if e.get("val_top1") is not None]
+        line, = ax.plot([e["epoch"] for e in val], [100 * e["val_top1"] for e in val], label=f"{name} (val)")
+        train = [e for e in epochs if e.get("train_top1") is not None]
+        ax.plot([e["epoch"] for e in train], [100 * e["train_top1"] for e in train], "--", color=line.get_color(),
+                alpha=0.6)
+    ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title=f"{title}: validation (solid), train (dashed)")
+    ax.legend(fontsize=7)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     return len(runs)

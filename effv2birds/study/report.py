@@ -165,18 +165,6 @@ def _seed_summary(rows: list[dict[str, Any]]) -> list[str]:
     return head + lines + [""]
 
 
-def draw_curves(ax: Any, runs: list[tuple[str, list[dict[str, Any]]]], title: str) -> None:
-    """Top-1 by epoch on a matplotlib ``ax``: each run's validation solid, its train dashed in the same colour.
-    Epochs without a validation figure are left out of its line, not drawn as 0 %."""
-    for name, epochs in runs:
-        val = [(e["epoch"], 100 * e["val_top1"]) for e in epochs if e.get("val_top1") is not None]
-        line, = ax.plot(*(zip(*val) if val else ([], [])), label=f"{name} (val)")
-        train = [(e["epoch"], 100 * e["train_top1"]) for e in epochs if e.get("train_top1") is not None]
-        ax.plot(*(zip(*train) if train else ([], [])), "--", color=line.get_color(), alpha=0.6)
-    ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title=f"{title}: validation (solid), train (dashed)")
-    ax.legend(fontsize=7)
-
-
 def _plots(out: Path, runs: list[PlannedRun], rows: list[dict[str, Any]]) -> list[str]:
     import matplotlib
 
@@ -189,12 +177,11 @@ def _plots(out: Path, runs: list[PlannedRun], rows: list[dict[str, Any]]) -> lis
         if row["status"] == "finished":
             by_exp.setdefault(run.experiment, []).append(run)
 
+    from effv2birds.study.compare import plot_curves  # compare reads this module's helpers at import
+
     for exp, exp_runs in by_exp.items():
-        fig, ax = plt.subplots(figsize=(7, 4))
-        draw_curves(ax, [(run.run, read_epochs(run.run_dir)) for run in exp_runs], title=exp)
-        name = f"curves_{exp}.png"
-        fig.tight_layout(), fig.savefig(out / name, dpi=100), plt.close(fig)
-        made.append(name)
+        plot_curves(out / f"curves_{exp}.png", [run.run_dir for run in exp_runs], title=exp)
+        made.append(f"curves_{exp}.png")
 
     res = [r for r in rows if r["experiment"] == "new-data" and r["status"] == "finished"]
     if res:
