@@ -32,7 +32,7 @@ from effv2birds.errors import ConfigError, check_number
 from effv2birds.model_ids import DEFAULT_MODEL, parse_model_id
 
 __all__ = ["ConfigError", "ProgressiveConfig", "TrainConfig", "PROGRESSIVE_PRESETS", "parse_value", "read_config_file",
-           "field_type", "resolve_config", "resolve_values"]
+           "field_type", "resolve_config", "resolve_values", "config_layers", "photo_size_layer", "merge_layers"]
 
 
 def _bad(cls: type, name: str, value: Any, allowed: str) -> ConfigError:
@@ -411,11 +411,57 @@ def _progressive_values(base: dict[str, Any], layer: Any) -> dict[str, Any]:
     return {**base, **layer}
 
 
+def config_layers(*, preset: str | None = None, config_file: str | Path | None = None,
+                  overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(the preset's values, [the config file's values, the overrides])``: the layers of
+    :func:`resolve_values` below and above the photo-size layer, the file read once.
+
+    >>> preset_layer, user_layers = config_layers(preset="blog", overrides={"epochs": 5})
+    >>> preset_layer["lr"], user_layers
+    (0.0001, [{}, {'epochs': 5}])
+    """
+    from effv2birds.presets import PRESETS
+
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+    return dict(PRESETS[preset]) if preset else {}, [read_config_file(config_file) if config_file else {},
+                                                       dict(overrides or {})]
+
+
+def photo_size_layer(preset: str | None, photo_size: Any) -> dict[str, Any]:
+    """The preset's values for photos of ``photo_size`` px (:data:`~effv2birds.presets.PHOTO_SIZE_RECIPES`),
+    ``{}`` where it has none.
+
+    >>> photo_size_layer("ours", 32), photo_size_layer("blog", 32)
+    ({'image_size': 64, 'epochs': 32}, {})
+    """
+    from effv2birds.presets import PHOTO_SIZE_RECIPES
+
+    by_size = PHOTO_SIZE_RECIPES.get(preset or "", {})
+    return dict(by_size.get(photo_size, {})) if isinstance(photo_size, int) else {}
+
+
+def merge_layers(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Layers of TrainConfig values merged, lowest first: a higher layer's value replaces a lower one's,
+    except ``progressive``, which a higher layer updates (or restarts from a named preset).
+
+    >>> merge_layers({"epochs": 40, "lr": 1e-3}, {"epochs": 32})
+    {'epochs': 32, 'lr': 0.001}
+    """
+    values: dict[str, Any] = {}
+    for layer in layers:
+        layer = dict(layer)
+        if "progressive" in layer:
+            values["progressive"] = _progressive_values(values.get("progressive", {}), layer.pop("progressive"))
+        values.update(layer)
+    return values
+
+
 def resolve_values(*, preset: str | None = None, config_file: str | Path | None = None,
                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The merged TrainConfig values of every layer, lowest first: ``preset`` < the preset's values for
-    the photo size the merged layers set (:data:`~effv2birds.presets.PHOTO_SIZE_RECIPES`) <
-    ``config_file`` (only the keys it sets) < ``overrides`` (a ``None`` there unsets an optional field).
+    the photo size the merged layers set (:func:`photo_size_layer`) < ``config_file`` (only the keys it
+    sets) < ``overrides`` (a ``None`` there unsets an optional field).
     Not validated yet: :func:`resolve_config` builds the TrainConfig.
 
     >>> resolve_values(preset="blog", overrides={"epochs": 5})["lr"]
@@ -424,23 +470,11 @@ def resolve_values(*, preset: str | None = None, config_file: str | Path | None 
     >>> ours32["image_size"], ours32["epochs"]
     (64, 32)
     """
-    from effv2birds.presets import PHOTO_SIZE_RECIPES, PRESETS
-
-    if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-    preset_layer = PRESETS[preset] if preset else {}
-    user_layers = [read_config_file(config_file) if config_file else {}, dict(overrides or {})]
+    preset_layer, user_layers = config_layers(preset=preset, config_file=config_file, overrides=overrides)
     # the photo size may come from any layer (the highest that sets it), so its values slot in below the user's
     size = next((layer["photo_size"] for layer in reversed([preset_layer, *user_layers]) if "photo_size" in layer),
                 None)
-    by_size = PHOTO_SIZE_RECIPES.get(preset or "", {}).get(size, {}) if isinstance(size, int) else {}
-    values: dict[str, Any] = {}
-    for layer in (preset_layer, by_size, *user_layers):
-        layer = dict(layer)
-        if "progressive" in layer:
-            values["progressive"] = _progressive_values(values.get("progressive", {}), layer.pop("progressive"))
-        values.update(layer)
-    return values
+    return merge_layers(preset_layer, photo_size_layer(preset, size), *user_layers)
 
 
 def resolve_config(*, preset: str | None = None, config_file: str | Path | None = None,

@@ -150,9 +150,9 @@ def test_the_32px_recipe_file_and_the_preset_plan_the_same_study_runs_at_a_set_b
 def test_new_data_runs_take_the_recipe_for_their_photo_size_below_the_users_values(monkeypatch, tmp_path):
     """A per-size recipe value other than the input (here a crop) reaches the study's run of that size,
     its epochs give way to the study's budget, and a value the user sets in a file or a flag still wins."""
-    from effv2birds.study import experiments
+    from effv2birds import presets
 
-    monkeypatch.setitem(experiments.PHOTO_SIZE_RECIPES, "ours",
+    monkeypatch.setitem(presets.PHOTO_SIZE_RECIPES, "ours",
                         {128: dict(image_size=128, random_crop="resized", epochs=99)})
     budget = {"epochs": 3, "data": "synthetic"}
 
@@ -279,3 +279,17 @@ def test_runs_train_two_at_a_time_with_the_same_results(report, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "examples" / "reproduce.py"), "--jobs", "0"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--jobs '0' is not valid" in bad.stderr, bad.stderr[-2000:]
+
+
+def test_a_photo_size_in_the_users_layers_does_not_bring_its_recipe_into_runs_of_other_sizes(monkeypatch):
+    """The study sets each run's photo size itself, so the values for the size a config file names (say
+    birds32's 32) must not reach its 128 px runs or its fixed-size experiments."""
+    from effv2birds import presets
+
+    monkeypatch.setitem(presets.PHOTO_SIZE_RECIPES, "ours", {32: dict(image_size=64, random_crop="resized")})
+    user = {"photo_size": 32, "epochs": 3, "data": "synthetic"}
+    runs = plan_runs("all", preset="ours", image_sizes=(32, 128), output_dir="o", overrides=user)
+    by_name = {r.name: r.config for r in runs}
+    assert (by_name["new-data/32px"].random_crop, by_name["new-data/32px"].image_size) == ("resized", 64)
+    assert by_name["new-data/128px"].random_crop == "pad" and by_name["new-data/128px"].image_size == 128
+    assert by_name["hparams/baseline"].random_crop == "pad" and by_name["hparams/baseline"].photo_size is None

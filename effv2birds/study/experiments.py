@@ -3,7 +3,8 @@
 A *preset* is a set of TrainConfig values (the study's own settings, a quick smoke, our recipe);
 an *experiment* turns a base config into the runs it compares. Precedence, lowest to highest:
 TrainConfig defaults < preset (with its values for the photo size) < config file < explicit overrides
-(``--set``, ``--data`` ...): :func:`effv2birds.config.resolve_values`.
+(``--set``, ``--data`` ...): :func:`effv2birds.config.resolve_values`, whose layers
+(:func:`~effv2birds.config.config_layers`, :func:`~effv2birds.config.merge_layers`) every run is built from.
 
 >>> runs = plan_runs("ablation", preset="quick", output_dir="out")
 >>> [r.name for r in runs][:2]
@@ -17,8 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from effv2birds.config import ConfigError, ProgressiveConfig, TrainConfig, read_config_file, resolve_values
-from effv2birds.presets import BLOG, PHOTO_SIZE_RECIPES, PRESETS
+from effv2birds.config import (ConfigError, ProgressiveConfig, TrainConfig, config_layers, merge_layers,
+                               photo_size_layer)
+from effv2birds.presets import BLOG, PRESETS
 
 __all__ = ["EXPERIMENTS", "PRESETS", "PRESET_IMAGE_SIZES", "STUDY_FIGURES", "STUDY_RECIPE", "PlannedRun", "plan_runs", "run_status",
            "study_figure"]
@@ -91,21 +93,24 @@ def _config(values: dict[str, Any], output_dir: Path, name: str, **changes: Any)
     return TrainConfig.from_dict(merged)
 
 
-def _photo_sizes(recipe: str, size: int, user_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The recipe's values for the study's photos of ``size`` px
-    (:data:`~effv2birds.presets.PHOTO_SIZE_RECIPES`): its network input, and its other values unless the
-    user's config file or flags set them (``user_keys``), so the precedence of
-    :func:`~effv2birds.config.resolve_values` holds; its budget (epochs) gives way to the study's, which is
-    the same for every run.
+def _photo_sizes(layers: tuple[dict[str, Any], list[dict[str, Any]]], recipe: str,
+                 size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(values, sizes)`` of a run on the study's photos of ``size`` px. ``values``: ``layers``
+    (:func:`~effv2birds.config.config_layers`) merged with the recipe's values for that photo size in their
+    place of the one precedence (:func:`~effv2birds.config.merge_layers`), less its budget (epochs), which
+    gives way to the study's, the same for every run. ``sizes``: the network input the recipe gives those
+    photos, which the study sets whatever the layers say, since its sizes are photo sizes.
 
-    >>> _photo_sizes("ours", 32), _photo_sizes("ours", 128)["image_size"]
-    ({'photo_size': 32, 'image_size': 64}, 128)
+    >>> from effv2birds.config import config_layers
+    >>> values, sizes = _photo_sizes(config_layers(preset="ours"), "ours", 32)
+    >>> sizes, values["epochs"]
+    ({'photo_size': 32, 'image_size': 64}, 40)
     """
-    by_size = {k: v for k, v in PHOTO_SIZE_RECIPES.get(recipe, {}).get(size, {}).items()
-               if k == "image_size" or (k not in _BUDGET_KEYS and k not in user_keys)}
+    preset_layer, user_layers = layers
+    by_size = {k: v for k, v in photo_size_layer(recipe, size).items() if k not in _BUDGET_KEYS}
     input_size = by_size.pop("image_size", size)
     sizes = {"image_size": size} if input_size == size else {"photo_size": size, "image_size": input_size}
-    return {**by_size, **sizes}
+    return merge_layers(preset_layer, by_size, *user_layers), sizes
 
 
 def plan_runs(
@@ -138,8 +143,9 @@ def plan_runs(
         image_sizes = PRESET_IMAGE_SIZES.get(preset, DEFAULT_IMAGE_SIZES)
     if not image_sizes or any(int(s) <= 0 for s in image_sizes):
         raise ConfigError(f"--image-sizes {image_sizes!r} is not valid: give one or more sizes in pixels, e.g. 32 128")
-    values = resolve_values(preset=preset, config_file=config_file, overrides=overrides)
-    user_keys = frozenset({**(read_config_file(config_file) if config_file else {}), **(overrides or {})})
+    layers = config_layers(preset=preset, config_file=config_file, overrides=overrides)
+    # no photo-size layer here: the study's sizes are set per run (new-data below)
+    values = merge_layers(layers[0], *layers[1])
     out = Path(output_dir)
     small = min(image_sizes)
     runs: list[PlannedRun] = []
@@ -152,8 +158,8 @@ def plan_runs(
             for size in image_sizes:
                 for suffix, recipe, recipe_name in recipes:
                     run = f"{size}px{suffix}{tag}"
-                    sizes = _photo_sizes(recipe_name, size, user_keys)
-                    runs.append(PlannedRun("new-data", run, _config(values, out, f"new-data/{run}", **recipe,
+                    size_values, sizes = _photo_sizes(layers, recipe_name, size)
+                    runs.append(PlannedRun("new-data", run, _config(size_values, out, f"new-data/{run}", **recipe,
                                                                     **sizes, seed=seed), recipe=recipe_name))
 
     if "pretrained" in names:
