@@ -361,6 +361,20 @@ class TrainConfig:
         return cls(**kwargs, backend=backend)
 
     @classmethod
+    def from_saved(cls, saved: str | Path | dict[str, Any]) -> "TrainConfig":
+        """The config a run saved (its ``config.json``/``config.toml``, or their values) as this version reads
+        it, so that an older run still evaluates, compares and resumes: a value an older version accepted
+        without effect and this one refuses is dropped (``ema_bn_images`` without ``ema_decay``).
+
+        >>> TrainConfig.from_saved({"ema_decay": None, "ema_bn_images": 256}).ema_bn_images
+        1024
+        """
+        values = dict(saved) if isinstance(saved, dict) else read_config_file(saved)
+        if values.get("ema_decay") is None:
+            values.pop("ema_bn_images", None)  # had no effect without an EMA; only new configs are refused
+        return cls.from_dict(values)
+
+    @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
         """Read a TOML (or JSON) config; keyword overrides win over the file (:func:`resolve_config`).
 

@@ -162,3 +162,21 @@ def test_set_values_parse_like_flags():
         parse_value("epochs", "five")
     with pytest.raises(ConfigError, match="unknown TrainConfig option 'epoch'"):
         parse_value("epoch", "5")
+
+
+def test_a_run_saved_before_ema_bn_images_was_refused_without_ema_decay_still_loads(tmp_path):
+    """Such a value had no effect, so the saved run is read without it by every reader of saved runs
+    (evaluate, compare, the study's stale-run check, resume), while a new config with it is refused."""
+    import json
+
+    from effv2birds.study.runner import saved_values
+
+    values = {**TrainConfig(epochs=3).to_dict(), "ema_bn_images": 16}
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    with pytest.raises(ConfigError, match="no effect without ema_decay"):
+        TrainConfig.from_dict(values)
+    cfg = TrainConfig.from_saved(tmp_path / "config.json")
+    assert (cfg.epochs, cfg.ema_decay, cfg.ema_bn_images) == (3, None, TrainConfig.ema_bn_images)
+    assert saved_values(tmp_path / "config.json")["ema_bn_images"] == TrainConfig.ema_bn_images
+    kept = {**values, "ema_decay": 0.99}  # with an EMA the value was used: kept as saved
+    assert TrainConfig.from_saved(kept).ema_bn_images == 16

@@ -61,7 +61,7 @@ def discover_runs(output_dir: str | Path) -> list[PlannedRun]:
         if values is None:
             continue
         values = {**values, "output_dir": str(run_dir)}  # the folder may have moved since
-        found.append(PlannedRun(run_dir.parent.name, run_dir.name, TrainConfig.from_dict(values),
+        found.append(PlannedRun(run_dir.parent.name, run_dir.name, TrainConfig.from_saved(values),
                                 note=info.get("note", ""), recipe=info.get("recipe", "")))
     return found
 

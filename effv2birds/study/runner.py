@@ -171,7 +171,7 @@ def saved_values(config_file: Path) -> dict:
     """
     from effv2birds.config import TrainConfig
 
-    return _trained_values(TrainConfig.from_file(config_file))
+    return _trained_values(TrainConfig.from_saved(config_file))
 
 
 def check_finished_runs_match(runs: list[PlannedRun]) -> None:

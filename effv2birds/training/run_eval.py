@@ -133,7 +133,7 @@ def _run_config(run_dir: Path) -> Any:
     if not config_file.is_file():
         raise DataError(f"{config_file} does not exist, so the run's own data is unknown; "
                         "name the photos to evaluate (effv2birds evaluate RUN_DIR DATA)")
-    config = TrainConfig.from_file(config_file)
+    config = TrainConfig.from_saved(config_file)
     data = config.data
     if not (looks_like_path(data) and not os.path.isabs(os.path.expanduser(data)) and not Path(data).exists()):
         return config

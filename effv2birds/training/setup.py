@@ -450,6 +450,6 @@ def _saved_config(path: Path) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # the run's own old spelling, not the user's
-            return json.loads(json.dumps(TrainConfig.from_dict(raw).to_dict()))
+            return json.loads(json.dumps(TrainConfig.from_saved(raw).to_dict()))
     except ConfigError:
         return raw
