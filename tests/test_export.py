@@ -160,6 +160,36 @@ def test_hub_folder_loads_in_plain_timm_with_identical_outputs(runs, tmp_path):
     assert 'timm.create_model("local-dir:' in card.text
 
 
+def test_the_cards_timm_snippet_feeds_a_photo_size_run_what_effv2birds_feeds_it(tmp_path):
+    """A run trained on 16 px photos at a 32 px input: timm's pretrained_cfg only knows the 32 px input, so the
+    card's snippet makes the photo 16 px first; run as written, it gives the tensor effv2birds gives."""
+    import re
+
+    import timm
+    from huggingface_hub import ModelCard
+
+    from effv2birds.data import to_model_input
+
+    cfg = TrainConfig(**{**TINY, "max_steps": 1}, model="timm/tf_efficientnetv2_s", photo_size=16,
+                      cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "run"))
+    run = train(cfg).run_dir
+    folder = tmp_path / "hub"
+    export_run(run, "hub", folder)
+    card = ModelCard.load(folder / "README.md").text
+    snippet = re.search(r"With timm alone.*?```python\n(.*?)```", card, re.S).group(1)
+    assert "v2.Resize((16, 16))" in snippet
+    scope: dict = {}
+    exec(snippet.replace("local-dir:path/to/hub", f"local-dir:{folder}"), scope)
+    photo = _photo(tmp_path / "p.png")
+    predictor = load_trained(run, device="cpu")
+    p = predictor.preprocessing
+    want = to_model_input(predictor.load_image(photo)[None], mean=p.mean, std=p.std, normalize=p.normalize)
+    assert (p.photo_size, p.input_size) == (16, 32)
+    assert torch.allclose(scope["transform"](PIL.Image.open(photo).convert("RGB"))[None], want, atol=1e-5)
+    without = timm.data.create_transform(**timm.data.resolve_data_config({}, model=scope["model"]))
+    assert not torch.allclose(without(PIL.Image.open(photo).convert("RGB"))[None], want, atol=1e-2)
+
+
 def test_hub_folder_of_a_torchvision_run_loads_with_load_trained_and_has_test_results(runs, tmp_path):
     from huggingface_hub import ModelCard
 

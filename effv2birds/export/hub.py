@@ -138,6 +138,29 @@ transform = timm.data.create_transform(**config)
 ```
 """
 
+_TIMM_USE_PHOTO_SIZE = """With timm alone (and torchvision):
+```python
+import timm
+from torchvision.transforms import v2
+model = timm.create_model("{where}", pretrained=True).eval()
+config = timm.data.resolve_data_config({{}}, model=model)  # size, mean/std, interpolation, crop
+# trained on photos made {photo} x {photo} px first, then fed at {size} px: timm's config cannot say so
+transform = v2.Compose([{first}, timm.data.create_transform(**config)])
+```
+"""
+
+
+def _timm_use(source: ExportSource, where: str) -> str:
+    """The card's "with timm alone" snippet: timm's own transform from ``pretrained_cfg``, after a resize to
+    the photo size when the run fed smaller photos at a larger input (``photo_size``), which timm's
+    ``pretrained_cfg`` has no key for."""
+    pre = source.preprocessing
+    if pre.photo_size is None:
+        return _TIMM_USE.format(where=where)
+    photo = pre.photo_size
+    first = f"v2.Resize(({photo}, {photo}))" if pre.resize == "resize" else f"v2.Resize({photo}), v2.CenterCrop({photo})"
+    return _TIMM_USE_PHOTO_SIZE.format(where=where, photo=photo, size=pre.input_size, first=first)
+
 
 def _card_body(source: ExportSource, name: str, timm_ok: bool, repo_id: str | None) -> str:
     kwargs = source.meta["model_kwargs"]
@@ -148,7 +171,7 @@ def _card_body(source: ExportSource, name: str, timm_ok: bool, repo_id: str | No
              f"depth x{kwargs.get('depth_multiplier', 1.0)}")
     where = f"hf-hub:{repo_id}" if repo_id else f"local-dir:path/to/{name}"
     fetch = f", e.g. from `hf download {repo_id} --local-dir {name}`" if repo_id else ""
-    timm_use = (_TIMM_USE.format(where=where) if timm_ok else
+    timm_snippet = (_timm_use(source, where) if timm_ok else
                 "Plain timm cannot rebuild this architecture (torchvision's model or one of the study's variants): "
                 "load it with effv2birds.\n")
     return f"""
@@ -176,7 +199,7 @@ from effv2birds import load_trained
 predictor = load_trained("path/to/{name}")   # this folder{fetch}
 print(predictor.predict(["photo.jpg"], top_k=3))
 ```
-{timm_use}
+{timm_snippet}
 ## Classes
 {", ".join(source.class_names)}
 """
