@@ -241,3 +241,23 @@ def test_export_refuses_bad_requests_with_the_fix(runs, tmp_path, capsys):
     assert main(["export", str(runs["timm"]), "--format", "torchscript", "--output", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export", str(runs["timm"]), "--format", "torchscript", "--output", str(out), "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("resize,photo_size,want", [
+    ("resize", None, "transform = timm.data.create_transform(**config)"),
+    ("resize_crop", None, "pixel off"),
+    ("resize_crop", 16, "v2.Compose([v2.Resize(16), v2.CenterCrop(16), timm.data.create_transform(**config)])"),
+])
+def test_the_cards_timm_snippet_is_python_for_every_resize_policy(resize, photo_size, want):
+    """Each variant of the snippet compiles; a centre crop says it can sit a pixel off effv2birds' (measured: the
+    long side is truncated by torchvision, rounded by effv2birds)."""
+    from types import SimpleNamespace
+
+    from effv2birds.export.hub import _timm_use
+    from effv2birds.preprocessing import Preprocessing
+
+    pre = Preprocessing(input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, resize=resize, photo_size=photo_size)
+    snippet = _timm_use(SimpleNamespace(preprocessing=pre), "local-dir:x")
+    code = snippet.split("```python\n")[1].split("```")[0]
+    compile(code, "card", "exec")
+    assert want in code and (("pixel off" in code) == (resize == "resize_crop"))

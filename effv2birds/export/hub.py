@@ -129,23 +129,12 @@ def model_card(source: ExportSource, name: str, timm_ok: bool, repo_id: str | No
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{_card_body(source, name, timm_ok, repo_id)}")
 
 
-_TIMM_USE = """With timm alone:
+_TIMM_USE = """With timm alone{also}:
 ```python
-import timm
+import timm{imports}
 model = timm.create_model("{where}", pretrained=True).eval()
 config = timm.data.resolve_data_config({{}}, model=model)  # size, mean/std, interpolation, crop
-transform = timm.data.create_transform(**config)
-```
-"""
-
-_TIMM_USE_PHOTO_SIZE = """With timm alone (and torchvision):
-```python
-import timm
-from torchvision.transforms import v2
-model = timm.create_model("{where}", pretrained=True).eval()
-config = timm.data.resolve_data_config({{}}, model=model)  # size, mean/std, interpolation, crop
-# trained on photos made {photo} x {photo} px first, then fed at {size} px: timm's config cannot say so
-transform = v2.Compose([{first}, timm.data.create_transform(**config)])
+{transform}
 ```
 """
 
@@ -154,12 +143,19 @@ def _timm_use(source: ExportSource, where: str) -> str:
     """The card's "with timm alone" snippet: timm's own transform from ``pretrained_cfg``, after a resize to
     the photo size when the run fed smaller photos at a larger input (``photo_size``), which timm's
     ``pretrained_cfg`` has no key for."""
-    pre = source.preprocessing
+    pre, transform = source.preprocessing, "timm.data.create_transform(**config)"
+    # measured: exact for "resize"; for "resize_crop" torchvision truncates the resized long side where
+    # effv2birds rounds it, so some photos' crop sits a pixel off
+    note = ("" if pre.resize == "resize" else "# the centre crop can sit a pixel off effv2birds' "
+            "(torchvision truncates the resized long side, effv2birds rounds it)\n")
     if pre.photo_size is None:
-        return _TIMM_USE.format(where=where)
+        return _TIMM_USE.format(also="", imports="", where=where, transform=f"{note}transform = {transform}")
     photo = pre.photo_size
     first = f"v2.Resize(({photo}, {photo}))" if pre.resize == "resize" else f"v2.Resize({photo}), v2.CenterCrop({photo})"
-    return _TIMM_USE_PHOTO_SIZE.format(where=where, photo=photo, size=pre.input_size, first=first)
+    return _TIMM_USE.format(
+        also=" (and torchvision)", imports="\nfrom torchvision.transforms import v2", where=where,
+        transform=f"# trained on photos made {photo} x {photo} px first, then fed at {pre.input_size} px: timm's "
+                  f"config cannot say so\n{note}transform = v2.Compose([{first}, {transform}])")
 
 
 def _card_body(source: ExportSource, name: str, timm_ok: bool, repo_id: str | None) -> str:

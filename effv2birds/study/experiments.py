@@ -93,7 +93,7 @@ def _config(values: dict[str, Any], output_dir: Path, name: str, **changes: Any)
     return TrainConfig.from_dict(merged)
 
 
-def _photo_sizes(layers: tuple[dict[str, Any], list[dict[str, Any]]], recipe: str,
+def _values_for_photo_size(layers: tuple[dict[str, Any], list[dict[str, Any]]], recipe: str,
                  size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(values, sizes)`` of a run on the study's photos of ``size`` px. ``values``: ``layers``
     (:func:`~effv2birds.config.config_layers`) merged with the recipe's values for that photo size in their
@@ -102,7 +102,7 @@ def _photo_sizes(layers: tuple[dict[str, Any], list[dict[str, Any]]], recipe: st
     photos, which the study sets whatever the layers say, since its sizes are photo sizes.
 
     >>> from effv2birds.config import config_layers
-    >>> values, sizes = _photo_sizes(config_layers(preset="ours"), "ours", 32)
+    >>> values, sizes = _values_for_photo_size(config_layers(preset="ours"), "ours", 32)
     >>> sizes, values["epochs"]
     ({'photo_size': 32, 'image_size': 64}, 40)
     """
@@ -158,7 +158,7 @@ def plan_runs(
             for size in image_sizes:
                 for suffix, recipe, recipe_name in recipes:
                     run = f"{size}px{suffix}{tag}"
-                    size_values, sizes = _photo_sizes(layers, recipe_name, size)
+                    size_values, sizes = _values_for_photo_size(layers, recipe_name, size)
                     runs.append(PlannedRun("new-data", run, _config(size_values, out, f"new-data/{run}", **recipe,
                                                                     **sizes, seed=seed), recipe=recipe_name))
 
