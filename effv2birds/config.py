@@ -362,13 +362,15 @@ class TrainConfig:
 
     @classmethod
     def from_saved(cls, saved: str | Path | dict[str, Any]) -> "TrainConfig":
-        """The config a run saved (its ``config.json``/``config.toml``, or their values) as this version reads
-        it, so that an older run still evaluates, compares and resumes: a value an older version accepted
+        """The config a run saved (its folder, its ``config.json``/``config.toml``, or their values) as this version
+        reads it, so that an older run still evaluates, compares and resumes: a value an older version accepted
         without effect and this one refuses is dropped (``ema_bn_images`` without ``ema_decay``).
 
         >>> TrainConfig.from_saved({"ema_decay": None, "ema_bn_images": 256}).ema_bn_images
         1024
         """
+        if not isinstance(saved, dict) and Path(saved).is_dir():
+            saved = Path(saved) / "config.json"  # a run folder: the file every run writes
         values = dict(saved) if isinstance(saved, dict) else read_config_file(saved)
         if values.get("ema_decay") is None:
             values.pop("ema_bn_images", None)  # had no effect without an EMA; only new configs are refused

@@ -57,7 +57,8 @@ class Preprocessing:
       ``""`` when unknown (runs saved before it was recorded).
     - ``photo_size``: when set, every photo is first made ``photo_size`` x ``photo_size`` (with ``resize``)
       and then resized to ``input_size``: the study's 32x32 photos fed to the network at a larger input
-      (``TrainConfig.photo_size``). ``None``: photos go straight to ``input_size``.
+      (``TrainConfig.photo_size``). ``None``: photos go straight to ``input_size``; a ``photo_size`` equal to
+      ``input_size`` is that too (the same pixels), so it is stored as ``None``.
 
     >>> pre = Preprocessing(input_size=64, resize="resize_crop", normalize=False, mean=(0.5,) * 3, std=(0.5,) * 3)
     >>> pre.to_dict()["image_size"], pre.resize
@@ -88,6 +89,8 @@ class Preprocessing:
         if self.resize not in RESIZE_POLICIES:
             raise ConfigError(f"resize={self.resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
         check_number("photo_size", self.photo_size, low=1, low_ok=True, integer=True, allow_none=True)
+        if self.photo_size == size:  # no first step: decode_resize makes the same pixels either way
+            object.__setattr__(self, "photo_size", None)
         if not isinstance(self.normalize, bool):
             raise ConfigError(f"normalize={self.normalize!r} is not valid: True or False")
         mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)

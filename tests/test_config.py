@@ -177,6 +177,7 @@ def test_a_run_saved_before_ema_bn_images_was_refused_without_ema_decay_still_lo
         TrainConfig.from_dict(values)
     cfg = TrainConfig.from_saved(tmp_path / "config.json")
     assert (cfg.epochs, cfg.ema_decay, cfg.ema_bn_images) == (3, None, TrainConfig.ema_bn_images)
+    assert TrainConfig.from_saved(tmp_path) == cfg  # the run folder reads its config.json
     assert saved_values(tmp_path / "config.json")["ema_bn_images"] == TrainConfig.ema_bn_images
     kept = {**values, "ema_decay": 0.99}  # with an EMA the value was used: kept as saved
     assert TrainConfig.from_saved(kept).ema_bn_images == 16

@@ -61,6 +61,9 @@ def test_config_cli_and_preprocessing_record():
     assert "photo_size" not in plain.to_dict() and Preprocessing.from_dict(plain.to_dict()).photo_size is None
     with pytest.raises(ConfigError, match="photo_size"):
         Preprocessing(input_size=64, photo_size=-1, mean=(0.5,) * 3, std=(0.5,) * 3)
+    # photos of the input's size (birds128.toml's photo_size = 128): no first step, the record of a plain run
+    same = Preprocessing.from_config(TrainConfig(image_size=128, photo_size=128))
+    assert same == Preprocessing.from_config(TrainConfig(image_size=128)) and "then to" not in same.describe()
 
 
 @pytest.mark.usefixtures("one_thread")
