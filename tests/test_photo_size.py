@@ -44,6 +44,8 @@ def test_cache_entries_are_keyed_by_photo_size(tmp_path):
     assert json.loads((small.path / "effv2birds_cache.json").read_text())["photo_size"] == 8
     again = cache_split(train, 16, cache_dir=tmp_path, photo_size=8)  # reused, not rebuilt
     assert again.path == small.path and again.photo_size == 8
+    same = cache_split(train, 16, cache_dir=tmp_path, photo_size=16)  # no first step: the plain entry
+    assert same.path == plain.path and same.photo_size is None
     with pytest.raises(Effv2birdsError, match="photo_size=0 is not valid: an integer >= 1 or None"):
         cache_split(train, 16, cache_dir=tmp_path, photo_size=0)
 

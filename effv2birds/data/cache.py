@@ -199,7 +199,7 @@ def cache_split(
     The entry is keyed by the split's fingerprint (and its files' size/mtime), split name, size and
     resize policy (``"resize"``: squash to a square; ``"resize_crop"``: short side then centre
     crop), and ``photo_size`` (photos made that size first, then resized to ``image_size``; see
-    ``decode_resize``). ``num_proc`` processes decode in parallel (default: all cores for big splits). Images
+    ``decode_resize``; one equal to ``image_size`` is no step and uses the plain entry). ``num_proc`` processes decode in parallel (default: all cores for big splits). Images
     that fail to decode are left out and listed in ``CachedSplit.skipped``. ``name`` is what the progress bar
     calls the split (default: its ``datasets`` split name, which stays ``train`` for a validation split carved
     out of it; the name is not part of the key).
@@ -219,6 +219,8 @@ def cache_split(
     if resize not in _decode.RESIZE_POLICIES:
         raise DataError(f"resize={resize!r} is not valid; choose one of {', '.join(_decode.RESIZE_POLICIES)}")
     check_number("photo_size", photo_size, low=1, low_ok=True, integer=True, allow_none=True, error=DataError)
+    if photo_size == image_size:  # the same pixels as none (decode_resize): share a plain run's entry
+        photo_size = None
     for col in ("image", "label"):
         if col not in split.column_names:
             raise DataError(f"the split has no {col!r} column (columns: {split.column_names}); "
