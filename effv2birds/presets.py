@@ -8,8 +8,8 @@ size differently (:data:`PHOTO_SIZE_RECIPES`). Where a preset sits in the preced
 
 >>> PRESETS["ours"]["optimizer"], PRESETS["blog"]["lr"]
 ('adamw', 0.0001)
->>> PHOTO_SIZE_RECIPES["ours"][32]
-{'image_size': 64, 'epochs': 32}
+>>> PHOTO_SIZE_RECIPES["ours"][32], PHOTO_SIZE_RECIPES["ours"][128]["epochs"]
+({'image_size': 64, 'epochs': 32}, 80)
 """
 
 from __future__ import annotations
@@ -35,12 +35,17 @@ OURS: dict[str, Any] = dict(
     stochastic_depth=0.0, zero_init_residual=True, epochs=40, per_class=100,
 )
 
-# What a recipe changes for photos of one size (a run's ``photo_size``): our recipe feeds the study's 32x32
-# photos to the network at 64 px (at a 32 px input the last stages see a 1x1 map) for 32 epochs, which fits
-# the hour of a 2-core CPU. Measured in docs/results.md (issue #13); examples/configs/birds32.toml spells it
-# out. ``resolve_config(preset="ours", overrides={"photo_size": 32})`` applies it; the study runner's new-data
-# runs take its values except the epochs (their budget is the study's).
-PHOTO_SIZE_RECIPES: dict[str, dict[int, dict[str, Any]]] = {"ours": {32: dict(image_size=64, epochs=32)}}
+# What a recipe changes for photos of one size (a run's ``photo_size``), measured in docs/results.md (issue #13):
+# our recipe feeds the study's 32x32 photos to the network at 64 px (at a 32 px input the last stages see a 1x1
+# map) for 32 epochs, which fits the hour of a 2-core CPU; at 128 px it mixes the photos of each batch (mixup 0.2
+# or cutmix 1.0, one per batch), which needs twice the epochs (80: under 2 hours of that CPU with bf16).
+# examples/configs/birds32.toml and birds128.toml spell them out. ``resolve_config(preset="ours",
+# overrides={"photo_size": 32})`` applies them; the study runner's new-data runs take their values except the
+# epochs (their budget is the study's).
+PHOTO_SIZE_RECIPES: dict[str, dict[int, dict[str, Any]]] = {"ours": {
+    32: dict(image_size=64, epochs=32),
+    128: dict(image_size=128, mixup_alpha=0.2, cutmix_alpha=1.0, epochs=80),
+}}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Every experiment end to end on the built-in synthetic birds in under 15 minutes on a 2-core CPU,

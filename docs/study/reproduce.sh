@@ -6,8 +6,9 @@
 # at 32 px every run has 5 epochs (new data: 3 seeds, our recipe and the study's; hyperparameter check;
 # ablation); new data at 128 px: 3 epochs (fp32: bf16 autocast ran at 0.6 images/s on one thread here); progressive vs fixed 32 -> 64 px: 4 epochs.
 # Runs with the same config are trained once (hparams/baseline = ablation/default). The new-data 32 px runs
-# of our recipe feed the 32x32 photos at a 64 px input (presets.PHOTO_SIZE_RECIPES; docs/results.md), the
-# hyperparameter check and the ablation stay at a 32 px input (the study's).
+# of our recipe feed the 32x32 photos at a 64 px input and its 128 px run mixes its batches (mixup / cutmix)
+# (presets.PHOTO_SIZE_RECIPES; docs/results.md), the hyperparameter check and the ablation stay at a 32 px input
+# (the study's).
 # Finished runs are reused and interrupted ones resumed, so the script can be rerun after a stop.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
