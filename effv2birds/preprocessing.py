@@ -81,7 +81,7 @@ class Preprocessing:
     INTERPOLATION: ClassVar[str] = "bilinear"
 
     def __post_init__(self) -> None:
-        from effv2birds.data.decode import RESIZE_POLICIES
+        from effv2birds.data.decode import RESIZE_POLICIES, photo_step
 
         size = self.input_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -89,8 +89,7 @@ class Preprocessing:
         if self.resize not in RESIZE_POLICIES:
             raise ConfigError(f"resize={self.resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
         check_number("photo_size", self.photo_size, low=1, low_ok=True, integer=True, allow_none=True)
-        if self.photo_size == size:  # no first step: decode_resize makes the same pixels either way
-            object.__setattr__(self, "photo_size", None)
+        object.__setattr__(self, "photo_size", photo_step(self.photo_size, size))
         if not isinstance(self.normalize, bool):
             raise ConfigError(f"normalize={self.normalize!r} is not valid: True or False")
         mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)

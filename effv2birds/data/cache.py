@@ -219,8 +219,7 @@ def cache_split(
     if resize not in _decode.RESIZE_POLICIES:
         raise DataError(f"resize={resize!r} is not valid; choose one of {', '.join(_decode.RESIZE_POLICIES)}")
     check_number("photo_size", photo_size, low=1, low_ok=True, integer=True, allow_none=True, error=DataError)
-    if photo_size == image_size:  # the same pixels as none (decode_resize): share a plain run's entry
-        photo_size = None
+    photo_size = _decode.photo_step(photo_size, image_size)  # one equal to the size shares the plain entry
     for col in ("image", "label"):
         if col not in split.column_names:
             raise DataError(f"the split has no {col!r} column (columns: {split.column_names}); "

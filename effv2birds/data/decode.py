@@ -26,7 +26,7 @@ from effv2birds.errors import ConfigError
 
 from .names import DataError
 
-__all__ = ["open_rgb", "decode_resize", "check_image", "undecoded", "raw_images", "RESIZE_POLICIES",
+__all__ = ["open_rgb", "decode_resize", "photo_step", "check_image", "undecoded", "raw_images", "RESIZE_POLICIES",
            "IMAGE_EXTENSIONS"]
 
 RESIZE_POLICIES = ("resize", "resize_crop")
@@ -117,6 +117,7 @@ def decode_resize(
     """
     if resize not in RESIZE_POLICIES:
         raise ConfigError(f"resize={resize!r} is not valid; choose one of {', '.join(RESIZE_POLICIES)}")
+    photo_size = photo_step(photo_size, size)
     img = open_rgb(source, draft_size=photo_size or size)
     if photo_size is not None:
         # the same pixels as saving the photo_size image losslessly and decoding that file at ``size``
@@ -124,6 +125,17 @@ def decode_resize(
         resize = "resize"  # already square
     img = _resized(img, size, resize)
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def photo_step(photo_size: int | None, size: int) -> int | None:
+    """The ``photo_size`` that is a real first step before resizing to ``size``: ``None`` when unset or equal
+    to ``size`` (a photo made ``size`` px and then resized to ``size`` px is the photo made ``size`` px), so that
+    the cache, the saved preprocessing and the decoder all treat such a run as a plain one.
+
+    >>> photo_step(32, 64), photo_step(128, 128), photo_step(None, 64)
+    (32, None, None)
+    """
+    return None if photo_size == size else photo_size
 
 
 def _resized(img: "PIL.Image.Image", size: int, resize: str) -> "PIL.Image.Image":
