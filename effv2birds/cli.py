@@ -25,6 +25,7 @@ from effv2birds.config import (ConfigError, ProgressiveConfig, TrainConfig, PROG
                                resolve_config)
 from effv2birds.errors import Effv2birdsError
 from effv2birds.presets import PRESETS
+from effv2birds.run_files import SUMMARY
 
 __all__ = ["main", "build_parser", "build_config"]
 
@@ -278,7 +279,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         options["max_distance"] = args.max_distance
     result = evaluate_run(args.run_dir, args.data, **options)
     if os.environ.get("RANK", "0") == "0":  # once, also under `accelerate launch`
-        print((Path(result["out_dir"]) / "metrics.json").read_text() if args.json else format_summary(result))
+        print((Path(result["out_dir"]) / SUMMARY).read_text() if args.json else format_summary(result))
     return 0
 
 

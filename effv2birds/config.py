@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tomllib
 import types
 import typing
@@ -30,6 +29,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from effv2birds.atomic import atomic_write_text
 from effv2birds.errors import ConfigError, check_number
 from effv2birds.model_ids import DEFAULT_MODEL, parse_model_id
+from effv2birds.run_files import CONFIG_JSON, CONFIG_TOML
 
 __all__ = ["ConfigError", "ProgressiveConfig", "TrainConfig", "PROGRESSIVE_PRESETS", "parse_value", "read_config_file",
            "field_type", "resolve_config", "resolve_values", "config_layers", "photo_size_layer", "merge_layers"]
@@ -345,8 +345,8 @@ class TrainConfig:
         """Write config.json and config.toml into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / "config.json", json.dumps(self.to_dict(), indent=2) + "\n")
-        atomic_write_text(directory / "config.toml", self.to_toml())
+        atomic_write_text(directory / CONFIG_JSON, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(directory / CONFIG_TOML, self.to_toml())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -370,7 +370,7 @@ class TrainConfig:
         1024
         """
         if not isinstance(saved, dict) and Path(saved).is_dir():
-            saved = Path(saved) / "config.json"  # a run folder: the file every run writes
+            saved = Path(saved) / CONFIG_JSON  # a run folder: the file every run writes
         values = dict(saved) if isinstance(saved, dict) else read_config_file(saved)
         if values.get("ema_decay") is None:
             values.pop("ema_bn_images", None)  # had no effect without an EMA; only new configs are refused

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the report of every run already in --output")
     parser.add_argument("--title", help="the report's title (default: names the preset)")
+    parser.add_argument("--note", help="a paragraph under the report's title, e.g. the command that regenerates it")
     parser.add_argument("--weights", help="pretrained weights file for the pretrained experiment")
     parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                         help="train the new-data runs once per seed (default: the config's seed)")
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     title = args.title or f"Reproduction report ({args.preset} preset)"
     if args.report_only:
-        write_report(args.output, [], load_skipped(args.output), title=title)
+        write_report(args.output, [], load_skipped(args.output), title=title, note=args.note)
         print(f"report: {args.output}/report.md")
         return 0
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     state = PartialState()
     if state.is_main_process:
         skipped = save_skipped(args.output, skipped)
-        write_report(args.output, runs, skipped, title=title)
+        write_report(args.output, runs, skipped, title=title, note=args.note)
         print(f"report: {args.output}/report.md")
     state.wait_for_everyone()
     return 0

@@ -193,6 +193,22 @@ def test_report_covers_every_run_in_the_folder_with_intervals_and_seed_summary(t
     assert by_run["32px-study-recipe"]["study_top1"] == 6.0  # the study's own 32 px figure beside its recipe's run
 
 
+
+def test_report_only_puts_the_note_under_the_title(tmp_path):
+    run = plan_runs("new-data", preset="quick", image_sizes=(32,), output_dir=tmp_path)[0]
+    run.run_dir.mkdir(parents=True)  # what a finished run leaves behind, written by hand
+    (run.run_dir / "config.json").write_text(json.dumps(run.config.to_dict()))
+    (run.run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "val_top1": 0.5}) + "\n")
+    (run.run_dir / "metrics.json").write_text(json.dumps(
+        {"status": "finished", "best_epoch": 1, "best_val_top1": 0.5, "epochs_run": 1, "test": {"top1": 0.3}}))
+    cmd = [sys.executable, str(ROOT / "examples" / "reproduce.py"), "--report-only", "--output", str(tmp_path),
+           "--title", "Birds", "--note", "Regenerate: `bash docs/study/reproduce.sh`."]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "EFFV2BIRDS_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith("# Birds\n\nRegenerate: `bash docs/study/reproduce.sh`.\n\n**Data")
+    assert "| 32px |" in text and "| 30.00 |" in text  # the run's row: its test top-1 in %
+
 @pytest.mark.slow
 def test_main_job_learns_and_shows_the_recipe_contrast(tmp_path, one_thread):
     """The no-argument main job cut down to its new-data pair at 32 px, with the quick preset's own

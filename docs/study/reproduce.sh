@@ -27,8 +27,7 @@ wait
 # is its from-scratch baseline
 python examples/reproduce.py --experiment pretrained --image-sizes 128 --set epochs=3 "${COMMON[@]}"
 # one report over every run in the folder, copied into docs/study (no weights)
-python examples/reproduce.py --report-only --output "$OUT" --title "Reproduction study on birds25-mini (real photos)"
+python examples/reproduce.py --report-only --output "$OUT" --title "Reproduction study on birds25-mini (real photos)" \
+  --note "Regenerate: \`bash docs/study/reproduce.sh\` from the repository root (needs ../shared/data/birds25-mini; about 2.5 hours on a 2-core CPU)."
 mkdir -p docs/study
 cp "$OUT"/report.md "$OUT"/results.csv "$OUT"/results.json "$OUT"/*.png docs/study/
-# the command that made it, at its top
-python -c "import pathlib; p = pathlib.Path('docs/study/report.md'); t = p.read_text().split(chr(10), 1); p.write_text(t[0] + chr(10) + chr(10) + 'Regenerate: \`bash docs/study/reproduce.sh\` from the repository root (needs ../shared/data/birds25-mini; about 2.5 hours on a 2-core CPU).' + chr(10) + t[1])"

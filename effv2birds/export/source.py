@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from effv2birds.preprocessing import Preprocessing
+from effv2birds.run_files import CONFIG_JSON, SUMMARY
 
 __all__ = ["ExportSource", "ExportResult", "load_source", "scalar_results"]
 
@@ -111,8 +112,8 @@ def load_source(run_dir: str | Path, which: str = "best") -> ExportSource:
     if "results" in meta:  # a hub folder carries its figures in config.json
         results, data = meta["results"], meta.get("data")
     else:
-        results = scalar_results(_read_json(run_dir / "metrics.json"))
-        data = (_read_json(run_dir / "config.json") or {}).get("data")
+        results = scalar_results(_read_json(run_dir / SUMMARY))
+        data = (_read_json(run_dir / CONFIG_JSON) or {}).get("data")
     return ExportSource(model=model, class_names=list(predictor.class_names),
                         preprocessing=predictor.preprocessing, meta=meta, path=run_dir, which=which,
                         results=results, data=data)

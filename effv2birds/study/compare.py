@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from effv2birds.run_files import CONFIG_JSON, METRICS_LOG, SUMMARY
 from effv2birds.study.report import read_epochs, wilson_interval
 from effv2birds.study.runner import saved_values
 
@@ -36,11 +37,11 @@ _NOT_CHANGES = ("seed", "cache_dir")
 
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """``(trained config values, epoch records, metrics.json or {})`` of one run folder."""
-    config_file = run_dir / "config.json"
-    if not config_file.is_file() or not (run_dir / "metrics.jsonl").is_file():
+    config_file = run_dir / CONFIG_JSON
+    if not config_file.is_file() or not (run_dir / METRICS_LOG).is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run: it needs the config.json and metrics.jsonl that "
                                 "`effv2birds train` writes in its output_dir")
-    summary_file = run_dir / "metrics.json"
+    summary_file = run_dir / SUMMARY
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     return saved_values(config_file), read_epochs(run_dir), summary
 

@@ -21,6 +21,7 @@ from typing import Any
 from effv2birds.config import (ConfigError, ProgressiveConfig, TrainConfig, config_layers, merge_layers,
                                photo_size_layer)
 from effv2birds.presets import BLOG, PRESETS
+from effv2birds.run_files import SUMMARY
 
 __all__ = ["EXPERIMENTS", "PRESETS", "PRESET_IMAGE_SIZES", "STUDY_FIGURES", "STUDY_RECIPE", "PlannedRun", "plan_runs", "run_status",
            "study_figure"]
@@ -217,7 +218,7 @@ def run_status(run_dir: str | Path) -> str:
     'new'
     """
     run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / SUMMARY
     if metrics.is_file():
         try:
             if json.loads(metrics.read_text()).get("status") == "finished":

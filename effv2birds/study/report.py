@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from effv2birds.atomic import atomic_path, atomic_write_text
 from effv2birds.config import TrainConfig
+from effv2birds.run_files import CONFIG_JSON, METRICS_LOG, SUMMARY
 from effv2birds.study.experiments import PlannedRun, study_figure
 from effv2birds.training.records import MetricsLog
 
@@ -53,9 +54,9 @@ def discover_runs(output_dir: str | Path) -> list[PlannedRun]:
     []
     """
     found = []
-    run_dirs = {p.parent for name in (RUN_INFO, "config.json") for p in Path(output_dir).glob(f"*/*/{name}")}
+    run_dirs = {p.parent for name in (RUN_INFO, CONFIG_JSON) for p in Path(output_dir).glob(f"*/*/{name}")}
     for run_dir in sorted(run_dirs):
-        info_path, cfg_path = run_dir / RUN_INFO, run_dir / "config.json"
+        info_path, cfg_path = run_dir / RUN_INFO, run_dir / CONFIG_JSON
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         values = json.loads(cfg_path.read_text()) if cfg_path.is_file() else info.get("config")
         if values is None:
@@ -68,7 +69,7 @@ def discover_runs(output_dir: str | Path) -> list[PlannedRun]:
 
 def read_epochs(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch records of a run (``metrics.jsonl`` lines with ``"kind": "epoch"``)."""
-    records = MetricsLog(Path(run_dir) / "metrics.jsonl").read()
+    records = MetricsLog(Path(run_dir) / METRICS_LOG).read()
     # A resumed run may have re-logged an epoch: the last record of each epoch wins.
     by_epoch = {r["epoch"]: r for r in records if r.get("kind") == "epoch"}
     return [by_epoch[e] for e in sorted(by_epoch)]
@@ -87,7 +88,7 @@ def _row(run: PlannedRun, skipped: dict[str, str]) -> dict[str, Any]:
     if run.name in skipped:
         row.update(status="skipped", note=skipped[run.name])
         return row
-    metrics_path = run.run_dir / "metrics.json"
+    metrics_path = run.run_dir / SUMMARY
     if not metrics_path.is_file():
         row["status"] = "missing"
         return row
@@ -216,7 +217,7 @@ def _plots(out: Path, runs: list[PlannedRun], rows: list[dict[str, Any]]) -> lis
     scored = [(r["test_top1"], run) for r, run in zip(rows, runs) if r["status"] == "finished" and r["test_top1"] is not None]
     if scored:
         _, best = max(scored, key=lambda t: t[0])
-        test = json.loads((best.run_dir / "metrics.json").read_text()).get("test") or {}
+        test = json.loads((best.run_dir / SUMMARY).read_text()).get("test") or {}
         matrix, names = test.get("confusion_matrix"), test.get("class_names")
         if matrix:
             names = names or [str(i) for i in range(len(matrix))]
@@ -305,8 +306,9 @@ def budget_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[str, str] | None = None,
-                 title: str = "Reproduction report") -> list[dict[str, Any]]:
-    """Write report.md, results.csv, results.json and plots for ``runs`` into ``output_dir``."""
+                 title: str = "Reproduction report", note: str | None = None) -> list[dict[str, Any]]:
+    """Write report.md, results.csv, results.json and plots for ``runs`` into ``output_dir``; ``note`` is a
+    paragraph placed under the title (e.g. the command that regenerates the report)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     planned = {run.name for run in runs}
@@ -321,7 +323,7 @@ def write_report(output_dir: str | Path, runs: list[PlannedRun], skipped: dict[s
     atomic_write_text(out / "results.json", json.dumps(rows, indent=2) + "\n")
     plots = _plots(out, runs, rows)
 
-    lines = [f"# {title}", "", data_statement(rows), "",
+    lines = [f"# {title}", "", *([note, ""] if note else []), data_statement(rows), "",
              "Every number below is read from the run directories (`metrics.json`, `metrics.jsonl`); "
              "accuracies are in %. `study_top1` is the reproduction study's published best test accuracy "
              "where it reported one; `test_top1_ci95` is the 95 % Wilson interval of the test top-1 over "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from effv2birds.atomic import atomic_write_bytes
+from effv2birds.run_files import CONFIG_JSON, RECORDS, SUMMARY
 from effv2birds.study.experiments import PlannedRun, run_status
 from effv2birds.study.report import RUN_INFO
 from effv2birds.training.records import write_json
@@ -147,9 +148,6 @@ def _train_in_parallel(runs: list[PlannedRun], jobs: int, log: Callable[[str], N
             raise
 
 
-_RECORDS = ("config.json", "config.toml", "metrics.json", "metrics.jsonl", "environment.json", "data_report.json")
-
-
 _NOT_TRAINING = ("output_dir", "resume")  # where a run is written and how it was started, not what it trains
 
 
@@ -185,9 +183,9 @@ def check_finished_runs_match(runs: list[PlannedRun]) -> None:
 
     stale = []
     for run in runs:
-        if run_status(run.run_dir) != "finished" or not (run.run_dir / "config.json").is_file():
+        if run_status(run.run_dir) != "finished" or not (run.run_dir / CONFIG_JSON).is_file():
             continue
-        old, new = saved_values(run.run_dir / "config.json"), _trained_values(run.config)
+        old, new = saved_values(run.run_dir / CONFIG_JSON), _trained_values(run.config)
         diff = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
                 if old.get(k) != new.get(k)]
         if diff:
@@ -209,7 +207,7 @@ def finished_twin(run: PlannedRun) -> Path | None:
     """A finished run in the same output folder (``OUTPUT/<experiment>/<run>``) whose config trains
     exactly what ``run`` would (everything but ``output_dir`` equal), or ``None``."""
     planned = _trained_values(run.config)
-    for cfg_path in sorted(run.run_dir.parent.parent.glob("*/*/config.json")):
+    for cfg_path in sorted(run.run_dir.parent.parent.glob(f"*/*/{CONFIG_JSON}")):
         other = cfg_path.parent
         if other.resolve() != run.run_dir.resolve() and run_status(other) == "finished" \
                 and saved_values(cfg_path) == planned:
@@ -220,11 +218,11 @@ def finished_twin(run: PlannedRun) -> Path | None:
 def copy_records(source: Path, run: PlannedRun) -> None:
     """Give ``run`` the records of its finished twin ``source`` (not the weights: they stay there)."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in _RECORDS:
-        if (source / name).is_file() and name != "metrics.json":
+    for name in RECORDS:
+        if (source / name).is_file() and name != SUMMARY:
             atomic_write_bytes(run.run_dir / name, (source / name).read_bytes())
     write_run_info(run, note=f"same config as {source.parent.name}/{source.name}: its results (trained once; weights there)")
-    atomic_write_bytes(run.run_dir / "metrics.json", (source / "metrics.json").read_bytes())  # last: marks it finished
+    atomic_write_bytes(run.run_dir / SUMMARY, (source / SUMMARY).read_bytes())  # last: marks it finished
 
 
 def load_skipped(output_dir: str | Path) -> dict[str, str]:

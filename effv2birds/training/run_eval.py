@@ -25,6 +25,7 @@ import torch
 from effv2birds.data.dedup import NEAR_DUPLICATE_DISTANCE, TRAIN_HASHES_FILE
 from effv2birds.data.names import DataError
 from effv2birds.errors import check_number
+from effv2birds.run_files import CONFIG_JSON, DATA_REPORT, SUMMARY
 
 if TYPE_CHECKING:
     from effv2birds.preprocessing import Preprocessing
@@ -129,7 +130,7 @@ def _run_config(run_dir: Path) -> Any:
     from effv2birds.config import TrainConfig
     from effv2birds.data.sources import looks_like_path
 
-    config_file = run_dir / "config.json"
+    config_file = run_dir / CONFIG_JSON
     if not config_file.is_file():
         raise DataError(f"{config_file} does not exist, so the run's own data is unknown; "
                         "name the photos to evaluate (effv2birds evaluate RUN_DIR DATA)")
@@ -138,7 +139,7 @@ def _run_config(run_dir: Path) -> Any:
     if not (looks_like_path(data) and not os.path.isabs(os.path.expanduser(data)) and not Path(data).exists()):
         return config
     try:
-        source = json.loads((run_dir / "data_report.json").read_text()).get("source")
+        source = json.loads((run_dir / DATA_REPORT).read_text()).get("source")
     except (OSError, ValueError, AttributeError):
         source = None
     if not (isinstance(source, str) and os.path.isabs(source) and Path(source).is_dir()):
@@ -296,7 +297,7 @@ def _write_outputs(out_dir: Path, result: dict[str, Any], rows: list[dict[str, A
     wrong = sorted((i for i, r in enumerate(rows) if not r["correct"]), key=lambda i: -rows[i]["probability"])
     plot_top_losses(out_dir / "top_losses.png", [{"image": raw[i], **rows[i]} for i in wrong[:top_losses]])
     write_predictions_csv(out_dir / "predictions.csv", rows)
-    write_json(out_dir / "metrics.json", result)
+    write_json(out_dir / SUMMARY, result)
 
 
 def evaluate_run(run_dir: str | os.PathLike, data: Any = None, *, split: str | None = None, name: str | None = None,

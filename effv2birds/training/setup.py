@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from effv2birds.config import ConfigError, TrainConfig
+from effv2birds.run_files import CONFIG_JSON, SUMMARY
 from effv2birds.training.checkpoint import list_checkpoints, resolve_resume
 
 __all__ = ["RESUMABLE_CHANGES", "TRACKER_PACKAGES", "check_before_data", "check_launched_processes", "check_model",
@@ -416,7 +417,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
     >>> check_run_dir(Path("/nonexistent"), TrainConfig())  # a new directory: fine
     """
     checkpoints = list_checkpoints(run_dir / "checkpoints")
-    finished = (run_dir / "metrics.json").exists()
+    finished = (run_dir / SUMMARY).exists()
     if (finished or checkpoints) and config.resume is None:
         raise ConfigError(
             f"output_dir {str(run_dir)!r} already holds a run; pass resume='latest' (--resume latest) to continue "
@@ -427,7 +428,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
             f"output_dir {str(run_dir)!r} holds a finished run without checkpoints, so there is nothing to resume; "
             "choose another output_dir. Nothing was overwritten."
         )
-    saved = run_dir / "config.json"
+    saved = run_dir / CONFIG_JSON
     if config.resume is not None and checkpoints and saved.is_file():
         before = _saved_config(saved)
         now = json.loads(json.dumps(config.to_dict()))

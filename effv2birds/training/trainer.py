@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from effv2birds.config import ConfigError, TrainConfig
+from effv2birds.run_files import DATA_REPORT, ENVIRONMENT, METRICS_LOG, SUMMARY
 from effv2birds.training.batchnorm import recompute_bn_statistics, sample_images
 from effv2birds.training.checkpoint import checkpoint_name, load_checkpoint, prune_checkpoints, save_checkpoint
 from effv2birds.training.evaluation import evaluate_model
@@ -284,7 +285,7 @@ def _make_accelerator(config: TrainConfig, run_dir: Path, tracker: str | None) -
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir)
-        write_json(run_dir / "environment.json", environment_info(accelerator))
+        write_json(run_dir / ENVIRONMENT, environment_info(accelerator))
     return accelerator, precision
 
 
@@ -301,7 +302,7 @@ def _load_data(config: TrainConfig, accelerator: Any,
     train_sizes = sorted({s.image_size for s in stages})
     splits, class_names, data_report = load_data(config, accelerator, train_sizes)
     if accelerator.is_main_process:
-        write_json(run_dir / "data_report.json", data_report)
+        write_json(run_dir / DATA_REPORT, data_report)
         write_train_hashes(run_dir, splits["train"][max(splits["train"])])
     return stages, splits, class_names, data_report
 
@@ -346,7 +347,7 @@ def _prepare(config: TrainConfig, accelerator: Any, precision: str, run_dir: Pat
         train_loader_of=dict(zip(splits["train"], train_loaders)),  # the caches' sizes, in order
         train_split_of=splits["train"] if ema is not None else {},  # only the EMA's statistics read them
         val_loader=val_loader, test_loader=test_loader, class_names=class_names, guard=guard, state=state,
-        metrics_log=MetricsLog(run_dir / "metrics.jsonl"), meta=meta, facts=facts,
+        metrics_log=MetricsLog(run_dir / METRICS_LOG), meta=meta, facts=facts,
     )
 
 
@@ -687,7 +688,7 @@ def _finish(run: TrainingRun, stop_reason: str, data_report: dict[str, Any]) -> 
         skipped_steps=run.guard.skipped, mixed_precision=accelerator.mixed_precision,
     )
     if run.is_main:
-        write_json(run_dir / "metrics.json", {"status": "finished", **result.to_dict()})
+        write_json(run_dir / SUMMARY, {"status": "finished", **result.to_dict()})
         write_model_card(run_dir, config=config, result=result.to_dict(), meta=run.meta, data_summary=data_report)
     finish_trackers(accelerator)
     return result

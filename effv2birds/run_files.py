@@ -1,0 +1,23 @@
+"""The names of the files in a run folder, written once for the trainer that writes them and every
+reader (resume checks, evaluation, compare, the study, export) that looks for them.
+
+docs/training.md ("The run directory") describes what each file holds.
+
+>>> from effv2birds.run_files import CONFIG_JSON, SUMMARY
+>>> CONFIG_JSON, SUMMARY
+('config.json', 'metrics.json')
+"""
+
+from __future__ import annotations
+
+__all__ = ["CONFIG_JSON", "CONFIG_TOML", "DATA_REPORT", "ENVIRONMENT", "METRICS_LOG", "RECORDS", "SUMMARY"]
+
+CONFIG_JSON = "config.json"  # TrainConfig.to_dict(); TrainConfig.from_saved reads it
+CONFIG_TOML = "config.toml"  # the same config as TOML: `--config RUN/config.toml` trains it again
+ENVIRONMENT = "environment.json"  # versions, devices, precision, command
+DATA_REPORT = "data_report.json"  # source, split sizes, class names, skipped files
+METRICS_LOG = "metrics.jsonl"  # one line per log interval and per epoch
+SUMMARY = "metrics.json"  # written last, so a run folder that has it is a finished run (also an evaluation's result)
+
+# The small records of a run (no weights, no checkpoints), SUMMARY last: what the study copies for a twin run.
+RECORDS = (CONFIG_JSON, CONFIG_TOML, ENVIRONMENT, DATA_REPORT, METRICS_LOG, SUMMARY)
