@@ -1,7 +1,9 @@
 """The names of the files in a run folder, written once for the trainer that writes them and every
 reader (resume checks, evaluation, compare, the study, export) that looks for them.
 
-docs/training.md ("The run directory") describes what each file holds.
+docs/training.md ("The run directory") describes what each file holds. The names of the weights, checkpoints
+and training-photo hashes stay with the modules that write and read them (``training/trainer.py`` and
+``training/inference.py``, ``training/checkpoint.py``, ``data/dedup.py``).
 
 >>> from effv2birds.run_files import CONFIG_JSON, SUMMARY
 >>> CONFIG_JSON, SUMMARY
