@@ -168,19 +168,24 @@ def test_new_data_runs_take_the_recipe_for_their_photo_size_below_the_users_valu
     assert planned(config_file=str(tmp_path / "c.toml"), overrides=budget)[0].random_crop == "none"
 
 
+def _write_finished_run(run, test_top1: float) -> None:
+    """What a finished run leaves behind (config, one epoch, the summary), written by hand."""
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "config.json").write_text(json.dumps(run.config.to_dict()))
+    (run.run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "val_top1": 0.5}) + "\n")
+    (run.run_dir / "metrics.json").write_text(json.dumps(
+        {"status": "finished", "best_epoch": 1, "best_val_top1": 0.5, "epochs_run": 1,
+         "test": {"top1": test_top1, "num_samples": 500}}))
+
+
 def test_report_covers_every_run_in_the_folder_with_intervals_and_seed_summary(tmp_path):
     from effv2birds.study import write_report
     from effv2birds.study.report import wilson_interval
 
     runs = plan_runs("new-data", preset="quick", image_sizes=(32,), seeds=(0, 1), output_dir=tmp_path)
-    for i, run in enumerate(runs):  # what a finished run leaves behind, written by hand
-        run.run_dir.mkdir(parents=True)
-        (run.run_dir / "config.json").write_text(json.dumps(run.config.to_dict()))
+    for i, run in enumerate(runs):
+        _write_finished_run(run, test_top1=0.2 + 0.1 * i)
         (run.run_dir / "study_run.json").write_text(json.dumps({"recipe": run.recipe}))  # no config: config.json
-        (run.run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "val_top1": 0.5}) + "\n")
-        (run.run_dir / "metrics.json").write_text(json.dumps(
-            {"status": "finished", "best_epoch": 1, "best_val_top1": 0.5, "epochs_run": 1,
-             "test": {"top1": 0.2 + 0.1 * i, "num_samples": 500}}))
     rows = write_report(tmp_path, runs[:1])  # planned: one run; the other three are found in the folder
     assert rows[0]["run"] == "32px" and sorted(r["run"] for r in rows) == sorted(r.run for r in runs)
     low, high = wilson_interval(0.2, 500)
@@ -193,14 +198,8 @@ def test_report_covers_every_run_in_the_folder_with_intervals_and_seed_summary(t
     assert by_run["32px-study-recipe"]["study_top1"] == 6.0  # the study's own 32 px figure beside its recipe's run
 
 
-
 def test_report_only_puts_the_note_under_the_title(tmp_path):
-    run = plan_runs("new-data", preset="quick", image_sizes=(32,), output_dir=tmp_path)[0]
-    run.run_dir.mkdir(parents=True)  # what a finished run leaves behind, written by hand
-    (run.run_dir / "config.json").write_text(json.dumps(run.config.to_dict()))
-    (run.run_dir / "metrics.jsonl").write_text(json.dumps({"kind": "epoch", "epoch": 1, "val_top1": 0.5}) + "\n")
-    (run.run_dir / "metrics.json").write_text(json.dumps(
-        {"status": "finished", "best_epoch": 1, "best_val_top1": 0.5, "epochs_run": 1, "test": {"top1": 0.3}}))
+    _write_finished_run(plan_runs("new-data", preset="quick", image_sizes=(32,), output_dir=tmp_path)[0], test_top1=0.3)
     cmd = [sys.executable, str(ROOT / "examples" / "reproduce.py"), "--report-only", "--output", str(tmp_path),
            "--title", "Birds", "--note", "Regenerate: `bash docs/study/reproduce.sh`."]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "EFFV2BIRDS_OFFLINE": "1"}, timeout=300)
@@ -208,6 +207,7 @@ def test_report_only_puts_the_note_under_the_title(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert text.startswith("# Birds\n\nRegenerate: `bash docs/study/reproduce.sh`.\n\n**Data")
     assert "| 32px |" in text and "| 30.00 |" in text  # the run's row: its test top-1 in %
+
 
 @pytest.mark.slow
 def test_main_job_learns_and_shows_the_recipe_contrast(tmp_path, one_thread):
