@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from effv2birds.errors import Effv2birdsError
+from effv2birds.run_files import CHECKPOINTS
 
 __all__ = [
     "CheckpointError",
@@ -103,7 +104,7 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
     True
     """
     if resume == "latest":
-        found = list_checkpoints(Path(run_dir) / "checkpoints")
+        found = list_checkpoints(Path(run_dir) / CHECKPOINTS)
         for candidate in reversed(found):
             problem = checkpoint_problem(candidate)
             if problem is None:
@@ -112,13 +113,13 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
                           stacklevel=2)
         if found:
             raise CheckpointError(
-                f"no checkpoint in {Path(run_dir) / 'checkpoints'} can be loaded (all truncated or corrupt); "
+                f"no checkpoint in {Path(run_dir) / CHECKPOINTS} can be loaded (all truncated or corrupt); "
                 "start a new run with another output_dir, or resume=PATH from a copy of the run"
             )
         return None
     path = Path(resume).expanduser()
-    if path.is_dir() and not _is_complete(path) and list_checkpoints(path / "checkpoints"):
-        return list_checkpoints(path / "checkpoints")[-1]  # a run directory: its newest checkpoint
+    if path.is_dir() and not _is_complete(path) and list_checkpoints(path / CHECKPOINTS):
+        return list_checkpoints(path / CHECKPOINTS)[-1]  # a run directory: its newest checkpoint
     if path.is_dir() and not _is_complete(path) and list_checkpoints(path):
         return list_checkpoints(path)[-1]  # a checkpoints/ folder
     if not _is_complete(path):

@@ -21,6 +21,7 @@ import torch
 from effv2birds.errors import ConfigError, Effv2birdsError
 from effv2birds.model_ids import saved_model_kwargs
 from effv2birds.preprocessing import Preprocessing
+from effv2birds.run_files import weights_file
 from effv2birds.training.setup import default_channels_last
 
 __all__ = ["Prediction", "Predictor", "TTA_MODES", "UnreadableImageError", "check_tta", "load_trained"]
@@ -190,7 +191,7 @@ def load_trained(run_dir: str | Path, which: str = "best", device: str | torch.d
         from effv2birds.export.hub import load_hub_predictor
 
         return load_hub_predictor(run_dir, device=device)
-    path = Path(which) if str(which).endswith(".safetensors") else Path(run_dir) / "model" / f"{which}.safetensors"
+    path = Path(which) if str(which).endswith(".safetensors") else weights_file(run_dir, which)
     if not path.is_file():
         raise FileNotFoundError(
             f"no trained weights at {path}; pass the output_dir of a finished run (it has model/{path.name})"

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from effv2birds.config import ConfigError, TrainConfig
-from effv2birds.run_files import CONFIG_JSON, SUMMARY
+from effv2birds.run_files import CHECKPOINTS, CONFIG_JSON, SUMMARY
 from effv2birds.training.checkpoint import list_checkpoints, resolve_resume
 
 __all__ = ["RESUMABLE_CHANGES", "TRACKER_PACKAGES", "check_before_data", "check_launched_processes", "check_model",
@@ -416,7 +416,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
     >>> from effv2birds import TrainConfig
     >>> check_run_dir(Path("/nonexistent"), TrainConfig())  # a new directory: fine
     """
-    checkpoints = list_checkpoints(run_dir / "checkpoints")
+    checkpoints = list_checkpoints(run_dir / CHECKPOINTS)
     finished = (run_dir / SUMMARY).exists()
     if (finished or checkpoints) and config.resume is None:
         raise ConfigError(

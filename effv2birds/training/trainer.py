@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from effv2birds.config import ConfigError, TrainConfig
-from effv2birds.run_files import DATA_REPORT, ENVIRONMENT, METRICS_LOG, SUMMARY
+from effv2birds.run_files import CHECKPOINTS, DATA_REPORT, ENVIRONMENT, METRICS_LOG, SUMMARY, weights_file
 from effv2birds.training.batchnorm import recompute_bn_statistics, sample_images
 from effv2birds.training.checkpoint import checkpoint_name, load_checkpoint, prune_checkpoints, save_checkpoint
 from effv2birds.training.evaluation import evaluate_model
@@ -247,7 +247,7 @@ def train(config: TrainConfig) -> TrainResult:
     bar.close()
     if stop_reason == "nonfinite":
         finish_trackers(accelerator)
-        raise run.guard.error(step=run.state.global_step, lr=config.lr, checkpoints=run_dir / "checkpoints")
+        raise run.guard.error(step=run.state.global_step, lr=config.lr, checkpoints=run_dir / CHECKPOINTS)
     return _finish(run, stop_reason, data_report)
 
 
@@ -647,13 +647,13 @@ def _keep_if_best(run: TrainingRun, val: dict[str, Any]) -> None:
         state.best_step = state.global_step
         weights = _weights_now(run)  # on every process: gathering the weights may be collective
         if run.is_main:
-            save_weights(weights, run.run_dir / "model" / "best.safetensors",
+            save_weights(weights, weights_file(run.run_dir, "best"),
                          {**run.meta, "epoch": epoch, "val_top1": val["top1"]})
 
 
 def _save(run: TrainingRun) -> None:
     """Checkpoint everything (every process), then prune all but the last ``keep_last`` and the best."""
-    state, root = run.state, run.run_dir / "checkpoints"
+    state, root = run.state, run.run_dir / CHECKPOINTS
     summary = {"epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch, "global_step": state.global_step,
                "best_epoch": state.best_epoch, "best_val_top1": state.best_val_top1}
     save_checkpoint(run.accelerator, root, state.global_step, summary)
@@ -672,11 +672,11 @@ def _finish(run: TrainingRun, stop_reason: str, data_report: dict[str, Any]) -> 
     config, accelerator, state, run_dir = run.config, run.accelerator, run.state, run.run_dir
     weights = _weights_now(run)
     if run.is_main:
-        save_weights(weights, run_dir / "model" / "last.safetensors", {**run.meta, "epoch": state.epoch})
+        save_weights(weights, weights_file(run_dir, "last"), {**run.meta, "epoch": state.epoch})
     accelerator.wait_for_everyone()
     test = None
-    if run.test_loader is not None and (run_dir / "model" / "best.safetensors").exists():
-        best_state, _ = read_weights(run_dir / "model" / "best.safetensors")
+    if run.test_loader is not None and weights_file(run_dir, "best").exists():
+        best_state, _ = read_weights(weights_file(run_dir, "best"))
         accelerator.unwrap_model(run.eval_model, keep_torch_compile=False).load_state_dict(best_state)
         test = evaluate(run, run.test_loader)
     result = TrainResult(
