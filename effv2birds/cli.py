@@ -185,7 +185,9 @@ def _add_compare(sub: Any) -> None:
     co = sub.add_parser("compare", help="runs side by side: what each changed and its best validation top-1",
                         description="Compare training runs: the first is the reference; each other row names the "
                                     "config values it changed. Choose on validation, never on test.")
-    co.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dirs of `effv2birds train` (also unfinished)")
+    co.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                    help="output_dirs of `effv2birds train` (also unfinished), or CSVs written by --curves (runs whose "
+                         "folders are gone, e.g. docs/recipes/*-curves.csv)")
     co.add_argument("--curves", metavar="FILE.csv", help="also write every run's epochs to this CSV")
     co.add_argument("--plot", metavar="FILE.png", help="also draw every run's top-1 by epoch in this PNG "
                                                       "(validation solid, train dashed)")

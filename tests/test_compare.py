@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from effv2birds import TrainConfig
+from effv2birds.errors import ConfigError
 from effv2birds.cli import main
-from effv2birds.study import compare_runs, format_comparison, plot_curves, write_curves
+from effv2birds.study import compare_runs, format_comparison, plot_curves, read_curves, write_curves
 from effv2birds.training import train
 
 pytestmark = [pytest.mark.filterwarnings("ignore:model input of 32 px:UserWarning"),
@@ -82,3 +83,31 @@ def test_cli_prints_the_table_and_refuses_a_folder_that_is_not_a_run(two_runs, t
     assert json.loads(capsys.readouterr().out)[0]["run"] == "reference"
     assert main(["compare", str(two_runs[0]), str(tmp_path)]) == 2
     assert "is not a training run" in capsys.readouterr().err
+
+
+def test_a_curves_csv_stands_in_for_run_folders_that_are_gone(two_runs, tmp_path):
+    saved = tmp_path / "saved-curves.csv"
+    write_curves(saved, two_runs)
+    assert list(read_curves(saved)) == ["reference", "wd05"]
+    rows = compare_runs([saved, two_runs[0]])  # the first run *folder* is the reference for the changes
+    assert [r["run"] for r in rows] == ["reference", "wd05", "reference"]
+    assert rows[0]["changes"] == "(saved curves in saved-curves.csv: config not recorded)"
+    assert rows[2]["changes"] == "(reference)" and [r["seed"] for r in rows] == [0, 1, 0]
+    from_folders = compare_runs(two_runs)
+    for row, folder_row in zip(rows, from_folders):
+        assert (row["best_val_top1"], row["best_epoch"]) == pytest.approx(
+            (folder_row["best_val_top1"], folder_row["best_epoch"]), rel=1e-5)
+        assert row["val_interval"] is None and row["epochs"] is None  # the CSV holds neither
+    assert "| wd05 | 1 | (saved curves in saved-curves.csv: config not recorded) | 2 of — |" in format_comparison(rows)
+    copy = tmp_path / "copy.csv"
+    assert write_curves(copy, [saved]) == 4 and copy.read_text() == saved.read_text()
+    assert plot_curves(tmp_path / "both.png", [two_runs[1], saved]) == 3
+
+
+def test_a_csv_that_is_not_a_curves_csv_is_refused_by_name(two_runs, tmp_path, capsys):
+    other = tmp_path / "results.csv"
+    other.write_text("run,seed,test_top1\nx,0,0.5\n")
+    with pytest.raises(ConfigError, match=r"results.csv is not a curves CSV: it lacks the column\(s\) epoch, "):
+        compare_runs([two_runs[0], other])
+    assert main(["compare", str(two_runs[0]), str(other)]) == 2
+    assert "is not a curves CSV" in capsys.readouterr().err

@@ -4,7 +4,8 @@
 the first run is the reference, every other row names the config values it changed, and the best
 validation top-1 comes with its 95 % Wilson interval, since 250 validation photos move by ~3 points
 between seeds. ``write_curves`` puts their epochs in one CSV, ``plot_curves`` draws them in one PNG.
-A run still training is shown at the epochs it has.
+A run still training is shown at the epochs it has. Such a CSV can stand in for run folders that are
+gone (``read_curves``), so a new run is read beside the published curves of docs/recipes.
 
 >>> rows = compare_runs(["r13/up64-26ep-s0", "r14/wd05-s0", "r14/wd05-s1"])   # doctest: +SKIP
 >>> print(format_comparison(rows))                                          # doctest: +SKIP
@@ -22,28 +23,74 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
+from effv2birds.errors import ConfigError
 from effv2birds.run_files import CONFIG_JSON, METRICS_LOG, SUMMARY
 from effv2birds.study.report import read_epochs, wilson_interval
 from effv2birds.study.runner import saved_values
 
-__all__ = ["compare_runs", "format_comparison", "write_curves", "plot_curves", "CURVE_COLUMNS"]
+__all__ = ["compare_runs", "format_comparison", "write_curves", "plot_curves", "read_curves", "CURVE_COLUMNS"]
 
 CURVE_COLUMNS = ("run", "seed", "epoch", "train_loss", "train_top1", "val_top1", "val_loss", "lr")
 # shown in their own column (seed) or not what a run trains (where its photos are cached)
 _NOT_CHANGES = ("seed", "cache_dir")
 
 
-def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """``(trained config values, epoch records, metrics.json or {})`` of one run folder."""
+class _Run(NamedTuple):
+    name: str
+    path: str  # the run folder, or the curves CSV it was read from
+    values: dict[str, Any] | None  # the trained config values; None for saved curves (a CSV has no config)
+    epochs: list[dict[str, Any]]
+    summary: dict[str, Any]  # metrics.json, or {} (running, or saved curves)
+
+
+def _read_run(run_dir: Path) -> _Run:
     config_file = run_dir / CONFIG_JSON
     if not config_file.is_file() or not (run_dir / METRICS_LOG).is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run: it needs the config.json and metrics.jsonl that "
-                                "`effv2birds train` writes in its output_dir")
+                                "`effv2birds train` writes in its output_dir (or pass a CSV written by --curves)")
     summary_file = run_dir / SUMMARY
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    return saved_values(config_file), read_epochs(run_dir), summary
+    return _Run(run_dir.name, str(run_dir), saved_values(config_file), read_epochs(run_dir), summary)
+
+
+def read_curves(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+    """The epochs of every run in a CSV written by ``write_curves`` (``--curves``), by run name: how runs whose
+    folders are gone (docs/recipes/*-curves.csv) are compared and drawn beside new ones.
+
+    >>> read_curves("docs/recipes/birds128-mix80-curves.csv")["mix80-s0"][-1]["val_top1"]  # doctest: +SKIP
+    0.74
+    """
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CURVE_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ConfigError(f"{path} is not a curves CSV: it lacks the column(s) {', '.join(missing)}; pass a "
+                              "file written by `effv2birds compare RUN... --curves FILE.csv`, or a run folder")
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for row in reader:
+            epoch = {k: _number(row[k]) for k in CURVE_COLUMNS if k != "run"}
+            runs.setdefault(row["run"], []).append(epoch)
+    return runs
+
+
+def _number(text: str) -> int | float | None:
+    if text == "":
+        return None
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def _read_all(paths: Iterable[str | os.PathLike]) -> list[_Run]:
+    """Each path's runs: a run folder is one run; a curves CSV gives one run per run name in it."""
+    runs = []
+    for path in map(Path, paths):
+        if path.suffix.lower() == ".csv" and path.is_file():
+            runs += [_Run(name, str(path), None, epochs, {}) for name, epochs in read_curves(path).items()]
+        else:
+            runs.append(_read_run(path))
+    return runs
 
 
 def _changes(values: dict[str, Any], reference: dict[str, Any]) -> str:
@@ -54,8 +101,9 @@ def _changes(values: dict[str, Any], reference: dict[str, Any]) -> str:
 
 
 def compare_runs(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """One row per run folder: ``run``, ``seed``, ``changes`` (the config values that differ from the
-    first run's, ``"(reference)"`` for the first), ``epochs_done``/``epochs``, ``best_val_top1`` and
+    """One row per run folder, and per run of a curves CSV (``write_curves``): ``run``, ``seed``, ``changes``
+    (the config values that differ from the first run folder's, ``"(reference)"`` for it; a CSV has no
+    config, so its rows say so), ``epochs_done``/``epochs``, ``best_val_top1`` and
     ``best_epoch`` (the first epoch with the highest validation top-1), ``val_interval`` (95 % Wilson,
     ``None`` until ``metrics.json`` gives the number of validation photos), ``train_time_s``.
 
@@ -70,22 +118,28 @@ def compare_runs(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     >>> [row["changes"] for row in compare_runs([run, run])]
     ['(reference)', 'none']
     """
-    rows, reference = [], None
-    for run_dir in map(Path, run_dirs):
-        values, epochs, summary = _read_run(run_dir)
-        scored = [e for e in epochs if e.get("val_top1") is not None]
+    runs = _read_all(run_dirs)
+    reference = next((run.values for run in runs if run.values is not None), None)
+    rows = []
+    for run in runs:
+        scored = [e for e in run.epochs if e.get("val_top1") is not None]
         best = max(scored, key=lambda e: e["val_top1"]) if scored else None  # max keeps the first of ties
-        n = (summary.get("val") or {}).get("num_samples")
+        n = (run.summary.get("val") or {}).get("num_samples")
+        values = run.values or {}
+        if run.values is None:
+            changes = f"(saved curves in {Path(run.path).name}: config not recorded)"
+        else:
+            changes = "(reference)" if run.values is reference else _changes(run.values, reference)
         rows.append({
-            "run": run_dir.name, "run_dir": str(run_dir), "seed": values.get("seed"),
-            "changes": "(reference)" if reference is None else _changes(values, reference),
-            "epochs_done": epochs[-1]["epoch"] if epochs else 0, "epochs": values.get("epochs"),
+            "run": run.name, "run_dir": run.path,
+            "seed": values.get("seed", run.epochs[0].get("seed") if run.epochs else None),
+            "changes": changes,
+            "epochs_done": run.epochs[-1]["epoch"] if run.epochs else 0, "epochs": values.get("epochs"),
             "best_val_top1": None if best is None else best["val_top1"],
             "best_epoch": None if best is None else best["epoch"],
             "val_interval": wilson_interval(best["val_top1"], n) if best is not None and n else None,
-            "train_time_s": summary.get("train_time_s", epochs[-1].get("time_s") if epochs else None),
+            "train_time_s": run.summary.get("train_time_s", run.epochs[-1].get("time_s") if run.epochs else None),
         })
-        reference = values if reference is None else reference
     return rows
 
 
@@ -98,7 +152,7 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
         if r["val_interval"] is not None:
             best += " ({:.1f}–{:.1f})".format(*(100 * x for x in r["val_interval"]))
         minutes = "—" if r["train_time_s"] is None else f"{r['train_time_s'] / 60:.1f}"
-        lines.append(f"| {r['run']} | {r['seed']} | {r['changes']} | {r['epochs_done']} of {r['epochs']} | {best} "
+        lines.append(f"| {r['run']} | {r['seed']} | {r['changes']} | {r['epochs_done']} of {r['epochs'] or '—'} | {best} "
                      f"| {r['best_epoch'] if r['best_epoch'] is not None else '—'} | {minutes} |")
     return "\n".join(lines)
 
@@ -115,11 +169,10 @@ def write_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike])
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CURVE_COLUMNS)
     count = 0
-    for run_dir in map(Path, run_dirs):
-        values, epochs, _ = _read_run(run_dir)
-        for e in epochs:
-            writer.writerow([run_dir.name, values.get("seed"), e["epoch"]]
-                            + [_round(e.get(k)) for k in CURVE_COLUMNS[3:]])
+    for run in _read_all(run_dirs):
+        seed = run.values.get("seed") if run.values is not None else None
+        for e in run.epochs:
+            writer.writerow([run.name, e.get("seed", seed), e["epoch"]] + [_round(e.get(k)) for k in CURVE_COLUMNS[3:]])
             count += 1
     atomic_write_text(Path(path), out.getvalue())
     return count
@@ -135,7 +188,7 @@ def plot_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike], 
 
     from effv2birds.atomic import atomic_path
 
-    runs = [(run_dir.name, _read_run(run_dir)[1]) for run_dir in map(Path, run_dirs)]
+    runs = [(run.name, run.epochs) for run in _read_all(run_dirs)]
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     for name, epochs in runs:  # epochs without a figure (none yet, or not validated) are left out, not drawn at 0
