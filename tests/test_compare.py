@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from effv2birds import TrainConfig
-from effv2birds.errors import ConfigError
 from effv2birds.cli import main
+from effv2birds.errors import ConfigError
 from effv2birds.study import compare_runs, format_comparison, plot_curves, read_curves, write_curves
+from effv2birds.study.compare import CURVE_COLUMNS
 from effv2birds.training import train
 
 pytestmark = [pytest.mark.filterwarnings("ignore:model input of 32 px:UserWarning"),
@@ -111,3 +112,7 @@ def test_a_csv_that_is_not_a_curves_csv_is_refused_by_name(two_runs, tmp_path, c
         compare_runs([two_runs[0], other])
     assert main(["compare", str(two_runs[0]), str(other)]) == 2
     assert "is not a curves CSV" in capsys.readouterr().err
+    broken = tmp_path / "broken.csv"
+    broken.write_text(",".join(CURVE_COLUMNS) + "\nx,0,1,2.5,0.1,n/a,2.9,0.001\n")
+    with pytest.raises(ConfigError, match="broken.csv, line 2: expected numbers"):
+        read_curves(broken)

@@ -70,7 +70,11 @@ def read_curves(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
                               "file written by `effv2birds compare RUN... --curves FILE.csv`, or a run folder")
         runs: dict[str, list[dict[str, Any]]] = {}
         for row in reader:
-            epoch = {k: _number(row[k]) for k in CURVE_COLUMNS if k != "run"}
+            try:
+                epoch = {k: _number(row[k]) for k in CURVE_COLUMNS if k != "run"}
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}, line {reader.line_num}: expected numbers in the columns "
+                                  f"{', '.join(CURVE_COLUMNS[1:])}, found {row}; write it again with --curves") from None
             runs.setdefault(row["run"], []).append(epoch)
     return runs
 
