@@ -99,7 +99,8 @@ def test_a_curves_csv_stands_in_for_run_folders_that_are_gone(two_runs, tmp_path
         assert (row["best_val_top1"], row["best_epoch"]) == pytest.approx(
             (folder_row["best_val_top1"], folder_row["best_epoch"]), rel=1e-5)
         assert row["val_interval"] is None and row["epochs"] is None  # the CSV holds neither
-    assert "| wd05 | 1 | (saved curves in saved-curves.csv: config not recorded) | 2 of — |" in format_comparison(rows)
+    table = format_comparison(rows)
+    assert "| wd05 | 1 | (saved curves in saved-curves.csv: config not recorded) | 2 of — |" in table
     copy = tmp_path / "copy.csv"
     assert write_curves(copy, [saved]) == 4 and copy.read_text() == saved.read_text()
     assert plot_curves(tmp_path / "both.png", [two_runs[1], saved]) == 3

@@ -74,7 +74,8 @@ def read_curves(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
                 epoch = {k: _number(row[k]) for k in CURVE_COLUMNS if k != "run"}
             except (TypeError, ValueError):
                 raise ConfigError(f"{path}, line {reader.line_num}: expected numbers in the columns "
-                                  f"{', '.join(CURVE_COLUMNS[1:])}, found {row}; write it again with --curves") from None
+                                  f"{', '.join(CURVE_COLUMNS[1:])}, found {row}; write it again with --curves"
+                                  ) from None
             runs.setdefault(row["run"], []).append(epoch)
     return runs
 
@@ -156,8 +157,8 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
         if r["val_interval"] is not None:
             best += " ({:.1f}–{:.1f})".format(*(100 * x for x in r["val_interval"]))
         minutes = "—" if r["train_time_s"] is None else f"{r['train_time_s'] / 60:.1f}"
-        lines.append(f"| {r['run']} | {r['seed']} | {r['changes']} | {r['epochs_done']} of {r['epochs'] or '—'} | {best} "
-                     f"| {r['best_epoch'] if r['best_epoch'] is not None else '—'} | {minutes} |")
+        lines.append(f"| {r['run']} | {r['seed']} | {r['changes']} | {r['epochs_done']} of {r['epochs'] or '—'} "
+                     f"| {best} | {r['best_epoch'] if r['best_epoch'] is not None else '—'} | {minutes} |")
     return "\n".join(lines)
 
 
