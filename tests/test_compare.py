@@ -117,3 +117,5 @@ def test_a_csv_that_is_not_a_curves_csv_is_refused_by_name(two_runs, tmp_path, c
     broken.write_text(",".join(CURVE_COLUMNS) + "\nx,0,1,2.5,0.1,n/a,2.9,0.001\n")
     with pytest.raises(ConfigError, match="broken.csv, line 2: expected numbers"):
         read_curves(broken)
+    with pytest.raises(FileNotFoundError, match="no curves CSV at .*gone.csv"):
+        compare_runs([two_runs[0], tmp_path / "gone.csv"])

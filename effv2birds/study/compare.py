@@ -91,7 +91,9 @@ def _read_all(paths: Iterable[str | os.PathLike]) -> list[_Run]:
     """Each path's runs: a run folder is one run; a curves CSV gives one run per run name in it."""
     runs = []
     for path in map(Path, paths):
-        if path.suffix.lower() == ".csv" and path.is_file():
+        if path.suffix.lower() == ".csv" and not path.is_dir():
+            if not path.is_file():
+                raise FileNotFoundError(f"no curves CSV at {path}; pass a file written by --curves, or a run folder")
             runs += [_Run(name, str(path), None, epochs, {}) for name, epochs in read_curves(path).items()]
         else:
             runs.append(_read_run(path))
