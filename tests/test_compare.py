@@ -106,6 +106,16 @@ def test_a_curves_csv_stands_in_for_run_folders_that_are_gone(two_runs, tmp_path
     assert plot_curves(tmp_path / "both.png", [two_runs[1], saved]) == 3
 
 
+def test_the_published_curves_read_back_as_docs_use_them(tmp_path):
+    """The README's `compare runs/birds128 docs/recipes/birds128-mix80-curves.csv`: our seed 0 of the 128 px recipe."""
+    published = Path(__file__).resolve().parents[1] / "docs" / "recipes" / "birds128-mix80-curves.csv"
+    row, = compare_runs([published])
+    assert (row["run"], row["seed"], row["epochs_done"], row["best_epoch"]) == ("mix80-s0", 0, 80, 80)
+    assert row["best_val_top1"] == pytest.approx(0.74)  # docs/results.md: 74.0 % at epoch 80
+    assert write_curves(tmp_path / "copy.csv", [published]) == 80
+    assert (tmp_path / "copy.csv").read_text() == published.read_text()
+
+
 def test_a_csv_that_is_not_a_curves_csv_is_refused_by_name(two_runs, tmp_path, capsys):
     other = tmp_path / "results.csv"
     other.write_text("run,seed,test_top1\nx,0,0.5\n")

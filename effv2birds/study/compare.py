@@ -41,6 +41,7 @@ class _Run(NamedTuple):
     name: str
     path: str  # the run folder, or the curves CSV it was read from
     values: dict[str, Any] | None  # the trained config values; None for saved curves (a CSV has no config)
+    seed: int | None
     epochs: list[dict[str, Any]]
     summary: dict[str, Any]  # metrics.json, or {} (running, or saved curves)
 
@@ -52,7 +53,8 @@ def _read_run(run_dir: Path) -> _Run:
                                 "`effv2birds train` writes in its output_dir (or pass a CSV written by --curves)")
     summary_file = run_dir / SUMMARY
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    return _Run(run_dir.name, str(run_dir), saved_values(config_file), read_epochs(run_dir), summary)
+    values = saved_values(config_file)
+    return _Run(run_dir.name, str(run_dir), values, values.get("seed"), read_epochs(run_dir), summary)
 
 
 def read_curves(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
@@ -83,8 +85,10 @@ def read_curves(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
 def _number(text: str) -> int | float | None:
     if text == "":
         return None
-    value = float(text)
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+    try:
+        return int(text)  # seed, epoch
+    except ValueError:
+        return float(text)
 
 
 def _read_all(paths: Iterable[str | os.PathLike]) -> list[_Run]:
@@ -94,7 +98,8 @@ def _read_all(paths: Iterable[str | os.PathLike]) -> list[_Run]:
         if path.suffix.lower() == ".csv" and not path.is_dir():
             if not path.is_file():
                 raise FileNotFoundError(f"no curves CSV at {path}; pass a file written by --curves, or a run folder")
-            runs += [_Run(name, str(path), None, epochs, {}) for name, epochs in read_curves(path).items()]
+            runs += [_Run(name, str(path), None, epochs[0]["seed"], epochs, {})
+                     for name, epochs in read_curves(path).items()]
         else:
             runs.append(_read_run(path))
     return runs
@@ -110,7 +115,7 @@ def _changes(values: dict[str, Any], reference: dict[str, Any]) -> str:
 def compare_runs(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """One row per run folder, and per run of a curves CSV (``write_curves``): ``run``, ``seed``, ``changes``
     (the config values that differ from the first run folder's, ``"(reference)"`` for it; a CSV has no
-    config, so its rows say so), ``epochs_done``/``epochs``, ``best_val_top1`` and
+    config, so its rows say so), ``run_dir`` (the folder or the CSV), ``epochs_done``/``epochs``, ``best_val_top1`` and
     ``best_epoch`` (the first epoch with the highest validation top-1), ``val_interval`` (95 % Wilson,
     ``None`` until ``metrics.json`` gives the number of validation photos), ``train_time_s``.
 
@@ -132,16 +137,13 @@ def compare_runs(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         scored = [e for e in run.epochs if e.get("val_top1") is not None]
         best = max(scored, key=lambda e: e["val_top1"]) if scored else None  # max keeps the first of ties
         n = (run.summary.get("val") or {}).get("num_samples")
-        values = run.values or {}
         if run.values is None:
             changes = f"(saved curves in {Path(run.path).name}: config not recorded)"
         else:
             changes = "(reference)" if run.values is reference else _changes(run.values, reference)
         rows.append({
-            "run": run.name, "run_dir": run.path,
-            "seed": values.get("seed", run.epochs[0].get("seed") if run.epochs else None),
-            "changes": changes,
-            "epochs_done": run.epochs[-1]["epoch"] if run.epochs else 0, "epochs": values.get("epochs"),
+            "run": run.name, "run_dir": run.path, "seed": run.seed, "changes": changes,
+            "epochs_done": run.epochs[-1]["epoch"] if run.epochs else 0, "epochs": (run.values or {}).get("epochs"),
             "best_val_top1": None if best is None else best["val_top1"],
             "best_epoch": None if best is None else best["epoch"],
             "val_interval": wilson_interval(best["val_top1"], n) if best is not None and n else None,
@@ -177,9 +179,8 @@ def write_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike])
     writer.writerow(CURVE_COLUMNS)
     count = 0
     for run in _read_all(run_dirs):
-        seed = run.values.get("seed") if run.values is not None else None
         for e in run.epochs:
-            writer.writerow([run.name, e.get("seed", seed), e["epoch"]] + [_round(e.get(k)) for k in CURVE_COLUMNS[3:]])
+            writer.writerow([run.name, run.seed, e["epoch"]] + [_round(e.get(k)) for k in CURVE_COLUMNS[3:]])
             count += 1
     atomic_write_text(Path(path), out.getvalue())
     return count
