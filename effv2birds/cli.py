@@ -191,6 +191,7 @@ def _add_compare(sub: Any) -> None:
     co.add_argument("--curves", metavar="FILE.csv", help="also write every run's epochs to this CSV")
     co.add_argument("--plot", metavar="FILE.png", help="also draw every run's top-1 by epoch in this PNG "
                                                       "(validation solid, train dashed)")
+    co.add_argument("--title", default="runs", help="the --plot figure's title (default: %(default)s)")
     co.add_argument("--json", action="store_true", help="print the rows as JSON instead of a markdown table")
 
 
@@ -203,7 +204,7 @@ def _compare(args: argparse.Namespace) -> int:
         count = write_curves(args.curves, args.run_dirs)
         print(f"{count} epoch row(s) written to {args.curves}", file=sys.stderr)
     if args.plot:
-        count = plot_curves(args.plot, args.run_dirs)
+        count = plot_curves(args.plot, args.run_dirs, title=args.title)
         print(f"{count} run(s) drawn in {args.plot}", file=sys.stderr)
     return 0
 

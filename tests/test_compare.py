@@ -76,7 +76,7 @@ def test_plot_draws_every_run_as_a_png_and_keeps_an_old_plot_when_a_run_is_missi
 
 def test_cli_prints_the_table_and_refuses_a_folder_that_is_not_a_run(two_runs, tmp_path, capsys):
     assert main(["compare", *map(str, two_runs), "--curves", str(tmp_path / "c.csv"),
-                 "--plot", str(tmp_path / "c.png")]) == 0
+                 "--plot", str(tmp_path / "c.png"), "--title", "weight decay"]) == 0
     out = capsys.readouterr()
     assert "| reference | 0 | (reference) |" in out.out and "4 epoch row(s)" in out.err
     assert "2 run(s) drawn in" in out.err and (tmp_path / "c.png").stat().st_size > 1000
@@ -129,3 +129,13 @@ def test_a_csv_that_is_not_a_curves_csv_is_refused_by_name(two_runs, tmp_path, c
         read_curves(broken)
     with pytest.raises(FileNotFoundError, match="no curves CSV at .*gone.csv"):
         compare_runs([two_runs[0], tmp_path / "gone.csv"])
+
+
+def test_cli_passes_the_plot_title_on(two_runs, tmp_path, monkeypatch):
+    import effv2birds.study.compare as compare_module
+
+    titles = []
+    monkeypatch.setattr(compare_module, "plot_curves", lambda path, runs, title: titles.append(title) or len(runs))
+    assert main(["compare", *map(str, two_runs), "--plot", str(tmp_path / "a.png"), "--title", "weight decay"]) == 0
+    assert main(["compare", *map(str, two_runs), "--plot", str(tmp_path / "b.png")]) == 0
+    assert titles == ["weight decay", "runs"]
