@@ -191,20 +191,22 @@ def _add_compare(sub: Any) -> None:
     co.add_argument("--curves", metavar="FILE.csv", help="also write every run's epochs to this CSV")
     co.add_argument("--plot", metavar="FILE.png", help="also draw every run's top-1 by epoch in this PNG "
                                                       "(validation solid, train dashed)")
-    co.add_argument("--title", default="runs", help="the --plot figure's title (default: %(default)s)")
+    co.add_argument("--title", help="the --plot figure's title (default: runs)")
     co.add_argument("--json", action="store_true", help="print the rows as JSON instead of a markdown table")
 
 
 def _compare(args: argparse.Namespace) -> int:
     from effv2birds.study.compare import compare_runs, format_comparison, plot_curves, write_curves
 
+    if args.title is not None and not args.plot:  # a title with no figure would be dropped without a word
+        raise ConfigError("--title names the --plot figure, and no --plot FILE.png was given: add one, or drop --title")
     rows = compare_runs(args.run_dirs)
     print(json.dumps(rows, indent=2) if args.json else format_comparison(rows))
     if args.curves:
         count = write_curves(args.curves, args.run_dirs)
         print(f"{count} epoch row(s) written to {args.curves}", file=sys.stderr)
     if args.plot:
-        count = plot_curves(args.plot, args.run_dirs, title=args.title)
+        count = plot_curves(args.plot, args.run_dirs, title=args.title or "runs")
         print(f"{count} run(s) drawn in {args.plot}", file=sys.stderr)
     return 0
 

@@ -131,7 +131,7 @@ def test_a_csv_that_is_not_a_curves_csv_is_refused_by_name(two_runs, tmp_path, c
         compare_runs([two_runs[0], tmp_path / "gone.csv"])
 
 
-def test_cli_passes_the_plot_title_on(two_runs, tmp_path, monkeypatch):
+def test_cli_passes_the_plot_title_on_and_refuses_it_without_a_plot(two_runs, tmp_path, monkeypatch, capsys):
     import effv2birds.study.compare as compare_module
 
     titles = []
@@ -139,3 +139,5 @@ def test_cli_passes_the_plot_title_on(two_runs, tmp_path, monkeypatch):
     assert main(["compare", *map(str, two_runs), "--plot", str(tmp_path / "a.png"), "--title", "weight decay"]) == 0
     assert main(["compare", *map(str, two_runs), "--plot", str(tmp_path / "b.png")]) == 0
     assert titles == ["weight decay", "runs"]
+    assert main(["compare", *map(str, two_runs), "--title", "weight decay"]) == 2
+    assert "no --plot FILE.png was given" in capsys.readouterr().err
