@@ -72,6 +72,10 @@ def test_plot_draws_every_run_as_a_png_and_keeps_an_old_plot_when_a_run_is_missi
     with pytest.raises(FileNotFoundError, match="is not a training run"):
         plot_curves(png, [two_runs[0], tmp_path / "nowhere"])
     assert png.read_bytes() == before and sorted(p.name for p in png.parent.iterdir()) == ["levers.png"]
+    # the title is drawn: the same runs give the same bytes under the same title, other bytes under another
+    plot_curves(tmp_path / "same.png", two_runs, title="weight decay")
+    plot_curves(tmp_path / "other.png", two_runs, title="batch size")
+    assert (tmp_path / "same.png").read_bytes() == before != (tmp_path / "other.png").read_bytes()
 
 
 def test_cli_prints_the_table_and_refuses_a_folder_that_is_not_a_run(two_runs, tmp_path, capsys):
