@@ -196,17 +196,18 @@ def _add_compare(sub: Any) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from effv2birds.study.compare import compare_runs, format_comparison, plot_curves, write_curves
+    from effv2birds.study.compare import compare_runs, format_comparison, plot_curves, read_runs, write_curves
 
     if args.title is not None and not args.plot:  # a title with no figure would be dropped without a word
         raise ConfigError("--title names the --plot figure, and no --plot FILE.png was given: add one, or drop --title")
-    rows = compare_runs(args.run_dirs)
+    runs = read_runs(args.run_dirs)  # once, for the table, the CSV and the figure
+    rows = compare_runs(runs)
     print(json.dumps(rows, indent=2) if args.json else format_comparison(rows))
     if args.curves:
-        count = write_curves(args.curves, args.run_dirs)
+        count = write_curves(args.curves, runs)
         print(f"{count} epoch row(s) written to {args.curves}", file=sys.stderr)
     if args.plot:
-        count = plot_curves(args.plot, args.run_dirs, title=args.title or "runs")
+        count = plot_curves(args.plot, runs, title=args.title)
         print(f"{count} run(s) drawn in {args.plot}", file=sys.stderr)
     return 0
 

@@ -10,7 +10,7 @@ import pytest
 from effv2birds import TrainConfig
 from effv2birds.cli import main
 from effv2birds.errors import ConfigError
-from effv2birds.study import compare_runs, format_comparison, plot_curves, read_curves, write_curves
+from effv2birds.study import compare_runs, format_comparison, plot_curves, read_curves, read_runs, write_curves
 from effv2birds.study.compare import CURVE_COLUMNS
 from effv2birds.training import train
 
@@ -76,6 +76,9 @@ def test_plot_draws_every_run_as_a_png_and_keeps_an_old_plot_when_a_run_is_missi
     plot_curves(tmp_path / "same.png", two_runs, title="weight decay")
     plot_curves(tmp_path / "other.png", two_runs, title="batch size")
     assert (tmp_path / "same.png").read_bytes() == before != (tmp_path / "other.png").read_bytes()
+    plot_curves(tmp_path / "default.png", two_runs)  # no title: "runs"
+    plot_curves(tmp_path / "runs.png", two_runs, title="runs")
+    assert (tmp_path / "default.png").read_bytes() == (tmp_path / "runs.png").read_bytes()
 
 
 def test_cli_prints_the_table_and_refuses_a_folder_that_is_not_a_run(two_runs, tmp_path, capsys):
@@ -142,6 +145,22 @@ def test_cli_passes_the_plot_title_on_and_refuses_it_without_a_plot(two_runs, tm
     monkeypatch.setattr(compare_module, "plot_curves", lambda path, runs, title: titles.append(title) or len(runs))
     assert main(["compare", *map(str, two_runs), "--plot", str(tmp_path / "a.png"), "--title", "weight decay"]) == 0
     assert main(["compare", *map(str, two_runs), "--plot", str(tmp_path / "b.png")]) == 0
-    assert titles == ["weight decay", "runs"]
+    assert titles == ["weight decay", None]  # None: plot_curves' own default
     assert main(["compare", *map(str, two_runs), "--title", "weight decay"]) == 2
     assert "no --plot FILE.png was given" in capsys.readouterr().err
+
+
+def test_cli_reads_each_run_once_for_the_table_the_csv_and_the_figure(two_runs, tmp_path, monkeypatch):
+    import effv2birds.study.compare as compare_module
+
+    saved = tmp_path / "saved.csv"
+    write_curves(saved, two_runs)
+    reads = []
+    for name in ("_read_run", "read_curves"):
+        real = getattr(compare_module, name)
+        monkeypatch.setattr(compare_module, name, lambda path, real=real: reads.append(Path(path).name) or real(path))
+    assert main(["compare", str(two_runs[0]), str(saved), "--curves", str(tmp_path / "all.csv"),
+                 "--plot", str(tmp_path / "all.png")]) == 0
+    assert sorted(reads) == sorted([two_runs[0].name, saved.name])
+    # runs read once give what their paths give
+    assert compare_runs(read_runs([two_runs[0], saved])) == compare_runs([two_runs[0], saved])

@@ -5,7 +5,8 @@ the first run is the reference, every other row names the config values it chang
 validation top-1 comes with its 95 % Wilson interval, since 250 validation photos move by ~3 points
 between seeds. ``write_curves`` puts their epochs in one CSV, ``plot_curves`` draws them in one PNG.
 A run still training is shown at the epochs it has. Such a CSV can stand in for run folders that are
-gone (``read_curves``), so a new run is read beside the published curves of docs/recipes.
+gone (``read_curves``), so a new run is read beside the published curves of docs/recipes. Each of the
+three takes paths or the runs ``read_runs`` already read, so a caller that wants all three reads each once.
 
 >>> rows = compare_runs(["r13/up64-26ep-s0", "r14/wd05-s0", "r14/wd05-s1"])   # doctest: +SKIP
 >>> print(format_comparison(rows))                                          # doctest: +SKIP
@@ -30,14 +31,17 @@ from effv2birds.run_files import CONFIG_JSON, METRICS_LOG, SUMMARY
 from effv2birds.study.report import read_epochs, wilson_interval
 from effv2birds.study.runner import saved_values
 
-__all__ = ["compare_runs", "format_comparison", "write_curves", "plot_curves", "read_curves", "CURVE_COLUMNS"]
+__all__ = ["compare_runs", "format_comparison", "write_curves", "plot_curves", "read_curves", "read_runs", "RunHistory",
+           "CURVE_COLUMNS"]
 
 CURVE_COLUMNS = ("run", "seed", "epoch", "train_loss", "train_top1", "val_top1", "val_loss", "lr")
 # shown in their own column (seed) or not what a run trains (where its photos are cached)
 _NOT_CHANGES = ("seed", "cache_dir")
 
 
-class _Run(NamedTuple):
+class RunHistory(NamedTuple):
+    """One run as ``read_runs`` read it: what compare_runs, write_curves and plot_curves need."""
+
     name: str
     path: str  # the run folder, or the curves CSV it was read from
     values: dict[str, Any] | None  # the trained config values; None for saved curves (a CSV has no config)
@@ -46,7 +50,7 @@ class _Run(NamedTuple):
     summary: dict[str, Any]  # metrics.json, or {} (running, or saved curves)
 
 
-def _read_run(run_dir: Path) -> _Run:
+def _read_run(run_dir: Path) -> RunHistory:
     config_file = run_dir / CONFIG_JSON
     if not config_file.is_file() or not (run_dir / METRICS_LOG).is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run: it needs the config.json and metrics.jsonl that "
@@ -54,7 +58,7 @@ def _read_run(run_dir: Path) -> _Run:
     summary_file = run_dir / SUMMARY
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     values = saved_values(config_file)
-    return _Run(run_dir.name, str(run_dir), values, values.get("seed"), read_epochs(run_dir), summary)
+    return RunHistory(run_dir.name, str(run_dir), values, values.get("seed"), read_epochs(run_dir), summary)
 
 
 def read_curves(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
@@ -91,14 +95,27 @@ def _number(text: str) -> int | float | None:
         return float(text)
 
 
-def _read_all(paths: Iterable[str | os.PathLike]) -> list[_Run]:
-    """Each path's runs: a run folder is one run; a curves CSV gives one run per run name in it."""
+RunsOrPaths = Iterable["str | os.PathLike | RunHistory"]
+
+
+def read_runs(paths: RunsOrPaths) -> list[RunHistory]:
+    """Each path's runs: a run folder is one run; a curves CSV gives one run per run name in it (runs already
+    read are kept as they are). Pass the result to compare_runs, write_curves and plot_curves to read once.
+
+    >>> runs = read_runs(["runs/recipe", "docs/recipes/birds128-mix80-curves.csv"])  # doctest: +SKIP
+    >>> [run.name for run in runs]                                                     # doctest: +SKIP
+    ['recipe', 'mix80-s0', 'mix80-s1', 'mix80-s2']
+    """
     runs = []
-    for path in map(Path, paths):
+    for item in paths:
+        if isinstance(item, RunHistory):
+            runs.append(item)
+            continue
+        path = Path(item)
         if path.suffix.lower() == ".csv" and not path.is_dir():
             if not path.is_file():
                 raise FileNotFoundError(f"no curves CSV at {path}; pass a file written by --curves, or a run folder")
-            runs += [_Run(name, str(path), None, epochs[0]["seed"], epochs, {})
+            runs += [RunHistory(name, str(path), None, epochs[0]["seed"], epochs, {})
                      for name, epochs in read_curves(path).items()]
         else:
             runs.append(_read_run(path))
@@ -112,7 +129,7 @@ def _changes(values: dict[str, Any], reference: dict[str, Any]) -> str:
     return ", ".join(changed) or "none"
 
 
-def compare_runs(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+def compare_runs(run_dirs: RunsOrPaths) -> list[dict[str, Any]]:
     """One row per run folder, and per run of a curves CSV (``write_curves``): ``run``, ``seed``, ``changes``
     (the config values that differ from the first run folder's, ``"(reference)"`` for it; a CSV has no
     config, so its rows say so), ``run_dir`` (the folder or the CSV), ``epochs_done``/``epochs``, ``best_val_top1`` and
@@ -130,7 +147,7 @@ def compare_runs(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     >>> [row["changes"] for row in compare_runs([run, run])]
     ['(reference)', 'none']
     """
-    runs = _read_all(run_dirs)
+    runs = read_runs(run_dirs)
     reference = next((run.values for run in runs if run.values is not None), None)
     rows = []
     for run in runs:
@@ -166,7 +183,7 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike]) -> int:
+def write_curves(path: str | os.PathLike, run_dirs: RunsOrPaths) -> int:
     """Write the runs' epochs as one CSV (``CURVE_COLUMNS``, one row per run and epoch); returns the rows.
 
     >>> write_curves("curves.csv", ["runs/recipe", "runs/wd05"])   # doctest: +SKIP
@@ -178,7 +195,7 @@ def write_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike])
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CURVE_COLUMNS)
     count = 0
-    for run in _read_all(run_dirs):
+    for run in read_runs(run_dirs):
         for e in run.epochs:
             writer.writerow([run.name, run.seed, e["epoch"]] + [_round(e.get(k)) for k in CURVE_COLUMNS[3:]])
             count += 1
@@ -186,8 +203,9 @@ def write_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike])
     return count
 
 
-def plot_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike], title: str = "runs") -> int:
-    """Draw the runs' top-1 by epoch in one PNG (validation solid, train dashed); returns the runs drawn.
+def plot_curves(path: str | os.PathLike, run_dirs: RunsOrPaths, title: str | None = None) -> int:
+    """Draw the runs' top-1 by epoch in one PNG (validation solid, train dashed) under ``title`` (default
+    "runs"); returns the runs drawn.
 
     >>> plot_curves("levers.png", ["runs/recipe", "runs/wd05"], title="weight decay")   # doctest: +SKIP
     2
@@ -196,7 +214,7 @@ def plot_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike], 
 
     from effv2birds.atomic import atomic_path
 
-    runs = [(run.name, run.epochs) for run in _read_all(run_dirs)]
+    runs = [(run.name, run.epochs) for run in read_runs(run_dirs)]
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     for name, epochs in runs:  # epochs without a figure (none yet, or not validated) are left out, not drawn at 0
@@ -205,7 +223,7 @@ def plot_curves(path: str | os.PathLike, run_dirs: Iterable[str | os.PathLike], 
         train = [e for e in epochs if e.get("train_top1") is not None]
         ax.plot([e["epoch"] for e in train], [100 * e["train_top1"] for e in train], "--", color=line.get_color(),
                 alpha=0.6)
-    ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title=f"{title}: validation (solid), train (dashed)")
+    ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title=f"{title or 'runs'}: validation (solid), train (dashed)")
     ax.legend(fontsize=7)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
