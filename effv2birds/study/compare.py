@@ -102,9 +102,9 @@ def read_runs(paths: RunsOrPaths) -> list[RunHistory]:
     """Each path's runs: a run folder is one run; a curves CSV gives one run per run name in it (runs already
     read are kept as they are). Pass the result to compare_runs, write_curves and plot_curves to read once.
 
-    >>> runs = read_runs(["runs/recipe", "docs/recipes/birds128-mix80-curves.csv"])  # doctest: +SKIP
-    >>> [run.name for run in runs]                                                     # doctest: +SKIP
-    ['recipe', 'mix80-s0', 'mix80-s1', 'mix80-s2']
+    >>> runs = read_runs(["runs/recipe", "docs/recipes/birds128-mix80-s1-curves.csv"])  # doctest: +SKIP
+    >>> [run.name for run in runs]                                                        # doctest: +SKIP
+    ['recipe', 'mix80-s1']
     """
     runs = []
     for item in paths:
