@@ -109,7 +109,7 @@ EXAMPLE_CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 @pytest.mark.parametrize("name, preset, extra", [
     # the preset at photo size 32 is the 32 px recipe: its input size and epochs come from the preset
     ("birds32.toml", "ours", dict(data="../shared/data/birds25-mini", photo_size=32, output_dir="runs/birds32")),
-    # and at photo size 128 the 128 px recipe (mixup / cutmix, 80 epochs)
+    # and at photo size 128 the 128 px recipe (mixup / cutmix, weight decay 0.5, 80 epochs)
     ("birds128.toml", "ours", dict(data="../shared/data/birds25-mini", photo_size=128, mixed_precision="bf16",
                                    output_dir="runs/birds128")),
     ("blog.toml", "blog", dict(data="synthetic", image_size=32, output_dir="runs/blog")),
