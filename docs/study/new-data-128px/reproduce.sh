@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates docs/study/new-data-128px/: the study's new-data runs at 128 px (our recipe and the study's, 3 epochs
-# each, the budget of docs/study/reproduce.sh) with the current 128 px recipe (mixup / cutmix), on a 2-core CPU,
-# two runs at once with one thread each (14 min on the 2-core EPYC VM, 2026-12-06).
+# each, the budget of docs/study/reproduce.sh) with the current 128 px recipe (mixup / cutmix, weight decay 0.5), on a
+# 2-core CPU, two runs at once with one thread each (12-14 min on the 2-core EPYC VM, 2026-12-06).
 #   bash docs/study/new-data-128px/reproduce.sh      (from the repository root; needs ../shared/data/birds25-mini)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
